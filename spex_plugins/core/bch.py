@@ -1,0 +1,345 @@
+"""Shortened binary BCH code for the SPEX shift design, with a decoder batched over words.
+
+SPEX reads the parity bits ``p(k) = H_p k`` of an unknown sparse frequency ``k`` off the signs of
+a bin across the shifted sub-samplings. Decoding the received word ``[0_n | p]`` of the
+shortened code returns ``k`` whenever ``|k| + #flipped parity bits <= t``.
+
+The code is the narrow-sense primitive binary BCH code of length ``2^m - 1`` and designed
+distance ``2t + 1`` with the smallest ``m`` whose dimension is at least ``n``, shortened to
+``n`` message bits, in galois's systematic convention (``G = [I | Pi]``; the ``n`` features sit
+in the last ``n`` message positions). The field is the one ``galois.BCH`` uses: ``GF(2^m)`` modulo
+``galois.matlab_primitive_poly(2, m)``.
+Building ``galois.BCH`` itself costs 6-12 s of numba compilation per process, so the generator
+polynomial and parity matrix are derived here with table arithmetic in that same field; the
+test-suite checks them against ``galois.BCH`` bit for bit.
+
+Decoding never calls galois per word: syndromes, Berlekamp-Massey and the root search run on
+whole batches of words in numpy (syndromes and the root search are GF(2)-linear, so they are
+matrix products), and the root search only visits the ``n + r`` positions of the shortened code.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["BCHCode", "DecodedWords", "bch_code", "code_parameters"]
+
+_MAX_M = 20
+# float32 matrix products are exact on 0/1 operands while the sums stay below 2**24.
+_CHUNK_ELEMENTS = 1 << 23
+
+
+def _cyclotomic_coset(j: int, m: int, q: int) -> list[int]:
+    coset, e = [], j
+    while e not in coset:
+        coset.append(e)
+        e = (2 * e) % q
+    return coset
+
+
+def _generator_exponents(t: int, m: int) -> list[list[int]]:
+    """Distinct cyclotomic cosets of alpha^1 .. alpha^2t (their union is the code's zeros)."""
+    q = (1 << m) - 1
+    cosets, seen = [], set()
+    for j in range(1, 2 * t + 1):
+        if j % q in seen:
+            continue
+        coset = _cyclotomic_coset(j % q, m, q)
+        seen.update(coset)
+        cosets.append(coset)
+    return cosets
+
+
+@functools.cache
+def code_parameters(n: int, t: int) -> tuple[int, int, int]:
+    """``(m, nc, kc)`` of the shortest primitive BCH code with designed distance 2t+1, kc >= n."""
+    if n < 1 or t < 1:
+        raise ValueError(f"need n >= 1 and t >= 1, got n={n}, t={t}")
+    m = max(2, int(np.ceil(np.log2(2 * t + 2))))
+    while m < _MAX_M:
+        nc = (1 << m) - 1
+        if nc >= 2 * t + 1:
+            degree = sum(len(c) for c in _generator_exponents(t, m))
+            if nc - degree >= n:
+                return m, nc, nc - degree
+        m += 1
+    raise ValueError(f"no binary BCH code of length < 2^{_MAX_M} carries n={n} bits at t={t}")
+
+
+@functools.cache
+def _field_tables(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """exp (length 2q, doubled) and log tables of galois's GF(2^m)."""
+    import galois  # the field definition comes from galois
+
+    poly = int(galois.matlab_primitive_poly(2, m))
+    q = (1 << m) - 1
+    exp = np.zeros(2 * q, dtype=np.int64)
+    x = 1
+    for i in range(q):
+        exp[i] = x
+        x <<= 1
+        if x >> m:
+            x ^= poly
+    exp[q:] = exp[:q]
+    log = np.zeros(1 << m, dtype=np.int64)
+    log[exp[:q]] = np.arange(q)
+    return exp, log
+
+
+def _bits(values: np.ndarray, m: int) -> np.ndarray:
+    """Little-endian bit expansion (..., m) of integer field elements."""
+    return ((values[..., None] >> np.arange(m)) & 1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class DecodedWords:
+    """Result of decoding W received words.
+
+    ``support``: (W, t) int64, decoded message positions (features) sorted, padded with -1.
+    ``parity_errors``: (W, r) bool, parity positions the decoder flipped.
+    ``n_errors``: (W,) int64, errors corrected (|k| + flipped parity bits); -1 on failure.
+    ``ok``: (W,) bool, decoding succeeded.
+    """
+
+    support: np.ndarray
+    parity_errors: np.ndarray
+    n_errors: np.ndarray
+    ok: np.ndarray
+
+
+class BCHCode:
+    """Shortened binary BCH code carrying ``n`` message bits and correcting ``t`` errors.
+
+    Attributes: ``n``, ``t``, ``m``, ``nc``, ``kc``, ``n_parity`` (r = nc - kc),
+    ``generator_poly`` (int, bit d = coefficient of x^d) and ``parity_matrix`` H_p,
+    (r, n) uint8, so that the parity bits of a message k are ``H_p k mod 2``.
+    """
+
+    def __init__(self, n: int, t: int):
+        self.n, self.t = int(n), int(t)
+        self.m, self.nc, self.kc = code_parameters(self.n, self.t)
+        self.n_parity = self.nc - self.kc
+        self._exp, self._log = _field_tables(self.m)
+        self._q = self.nc
+        self.generator_poly = self._generator_poly()
+        self.parity_matrix = self._parity_matrix()
+        self._syndrome_table = self._make_syndrome_table()
+        self._root_table = self._make_root_table()
+
+    # --- construction -----------------------------------------------------------------
+    def _poly_mul_field(self, a: list[int], b: list[int]) -> list[int]:
+        out = [0] * (len(a) + len(b) - 1)
+        for i, x in enumerate(a):
+            for j, y in enumerate(b):
+                out[i + j] ^= self._mul_scalar(x, y)
+        return out
+
+    def _mul_scalar(self, x: int, y: int) -> int:
+        if x == 0 or y == 0:
+            return 0
+        return int(self._exp[self._log[x] + self._log[y]])
+
+    def _generator_poly(self) -> int:
+        """g(x) = product of the minimal polynomials of alpha^1..alpha^2t, as a GF(2) int."""
+        g = 1
+        for coset in _generator_exponents(self.t, self.m):
+            poly = [1]  # ascending coefficients over GF(2^m)
+            for e in coset:
+                poly = self._poly_mul_field(poly, [int(self._exp[e]), 1])  # (x + alpha^e)
+            if any(c not in (0, 1) for c in poly):
+                raise ArithmeticError("minimal polynomial is not binary")  # cannot happen
+            minimal = sum(c << d for d, c in enumerate(poly))
+            g = _gf2_mul(g, minimal)
+        return g
+
+    def _parity_matrix(self) -> np.ndarray:
+        """H_p (r, n): column i = x^(r + n - 1 - i) mod g(x), degrees r-1 .. 0 top to bottom."""
+        r, n, g = self.n_parity, self.n, self.generator_poly
+        state, remainders = 1, []
+        for e in range(r + n):
+            if e >= r:
+                remainders.append(state)
+            state <<= 1
+            if state >> r & 1:
+                state ^= g
+        nbytes = (r + 7) // 8
+        raw = np.frombuffer(b"".join(s.to_bytes(nbytes, "little") for s in remainders), np.uint8)
+        bits = np.unpackbits(raw.reshape(n, nbytes), axis=1, bitorder="little")[:, :r]
+        # remainders[e - r] belongs to feature i = r + n - 1 - e; rows run over degree r-1..0
+        return np.ascontiguousarray(bits[::-1, ::-1].T)
+
+    def _message_log_locators(self) -> np.ndarray:
+        return (self.n_parity + self.n - 1 - np.arange(self.n)) % self._q
+
+    def _parity_log_locators(self) -> np.ndarray:
+        return (self.n_parity - 1 - np.arange(self.n_parity)) % self._q
+
+    def _make_syndrome_table(self) -> np.ndarray:
+        """(r, 2t*m) float32: bits of X_q^j for parity position q and j = 1..2t."""
+        j = np.arange(1, 2 * self.t + 1)
+        powers = self._exp[(self._parity_log_locators()[:, None] * j[None, :]) % self._q]
+        return _bits(powers, self.m).reshape(self.n_parity, -1)
+
+    def _make_root_table(self) -> np.ndarray:
+        """((t+1)*m, (n+r)*m) float32: bits of alpha^s * Y^l for inverse locators Y."""
+        logs = np.concatenate([self._message_log_locators(), self._parity_log_locators()])
+        inv = (-logs) % self._q  # log of X^{-1}
+        lvals = np.arange(self.t + 1)[:, None, None]
+        svals = np.arange(self.m)[None, :, None]
+        elems = self._exp[(svals + lvals * inv[None, None, :]) % self._q]  # (t+1, m, npos)
+        return _bits(elems, self.m).reshape((self.t + 1) * self.m, -1)
+
+    # --- public helpers ------------------------------------------------------------------
+    def shift_matrix(self) -> np.ndarray:
+        """D = [0; H_p] as bool (P, n), P = r + 1: the zero shift then one row per parity bit."""
+        zero = np.zeros((1, self.n), dtype=bool)
+        return np.vstack([zero, self.parity_matrix.astype(bool)])
+
+    def parity_bits(self, support: np.ndarray) -> np.ndarray:
+        """Parity bits H_p k (W, r) bool for supports (W, d) padded with -1."""
+        cols = np.vstack([self.parity_matrix.T.astype(bool), np.zeros((1, self.n_parity), bool)])
+        return np.bitwise_xor.reduce(cols[np.where(support < 0, self.n, support)], axis=1)
+
+    # --- decoding --------------------------------------------------------------------------
+    def _syndromes(self, bits: np.ndarray) -> np.ndarray:
+        """(W, 2t) int field elements S_1..S_2t of received parity words (W, r)."""
+        prod = bits.astype(np.float32) @ self._syndrome_table
+        sbits = prod.astype(np.int64).reshape(len(bits), 2 * self.t, self.m) & 1
+        return sbits @ (1 << np.arange(self.m))
+
+    def _mul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = self._exp[self._log[a] + self._log[b]]
+        return np.where((a == 0) | (b == 0), 0, out)
+
+    def _berlekamp_massey(self, syndromes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Error locator polynomials (W, 2t+1) (ascending) and their degrees L (W,)."""
+        w, two_t = syndromes.shape
+        width = two_t + 1
+        locator = np.zeros((w, width), np.int64)
+        locator[:, 0] = 1
+        previous = locator.copy()
+        degree = np.zeros(w, np.int64)
+        gap = np.ones(w, np.int64)
+        last = np.ones(w, np.int64)
+        cols = np.arange(width)[None, :]
+        for step in range(two_t):
+            disc = syndromes[:, step].copy()
+            for i in range(1, step + 1):
+                disc ^= self._mul(locator[:, i], syndromes[:, step - i])
+            nonzero = disc != 0
+            scale = self._mul(disc, self._exp[(self._q - self._log[last]) % self._q])
+            src = cols - gap[:, None]
+            shifted = np.where(src >= 0, np.take_along_axis(previous, np.clip(src, 0, None), 1), 0)
+            updated = locator ^ self._mul(scale[:, None], shifted)
+            grow = nonzero & (2 * degree <= step)
+            previous = np.where(grow[:, None], locator, previous)
+            last = np.where(grow, disc, last)
+            degree = np.where(grow, step + 1 - degree, degree)
+            gap = np.where(grow, 1, gap + 1)
+            locator = np.where(nonzero[:, None], updated, locator)
+        return locator, degree
+
+    def decode(self, bits: np.ndarray) -> DecodedWords:
+        """Hard-decode received parity words (W, r) bool, message part all zeros.
+
+        Identical words are decoded once.
+        """
+        bits = np.asarray(bits, dtype=bool).reshape(-1, self.n_parity)
+        if len(bits) == 0:
+            return _empty(self.t, self.n_parity)
+        packed = np.ascontiguousarray(np.packbits(bits, axis=1))
+        keys = packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1)
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        unique = self._decode_unique(bits[first])
+        inverse = inverse.reshape(-1)
+        return DecodedWords(*(a[inverse] for a in (unique.support, unique.parity_errors,
+                                                   unique.n_errors, unique.ok)))
+
+    def _decode_unique(self, bits: np.ndarray) -> DecodedWords:
+        w, t, n, r = len(bits), self.t, self.n, self.n_parity
+        support = np.full((w, t), -1, np.int64)
+        parity_errors = np.zeros((w, r), bool)
+        n_errors = np.full(w, -1, np.int64)
+        locator, degree = self._berlekamp_massey(self._syndromes(bits))
+        n_errors[degree == 0] = 0
+        todo = np.flatnonzero((degree >= 1) & (degree <= t))
+        chunk = max(1, _CHUNK_ELEMENTS // self._root_table.shape[1])
+        for start in range(0, len(todo), chunk):
+            rows = todo[start:start + chunk]
+            lbits = _bits(locator[rows, : t + 1], self.m).reshape(len(rows), -1)
+            values = (lbits @ self._root_table).astype(np.int64).reshape(len(rows), n + r, -1)
+            roots = ~(values & 1).any(axis=2)
+            good = roots.sum(axis=1) == degree[rows]
+            rows, roots = rows[good], roots[good]
+            msg = roots[:, :n]
+            # sorted positions, padded with -1: rank each root inside its row
+            rank = np.cumsum(msg, axis=1) - 1
+            wi, pos = np.nonzero(msg)
+            support[rows[wi], rank[wi, pos]] = pos
+            parity_errors[rows] = roots[:, n:]
+            n_errors[rows] = degree[rows]
+        return DecodedWords(support, parity_errors, n_errors, n_errors >= 0)
+
+    def chase(self, reliabilities: np.ndarray, depth: int, n_patterns: int):
+        """Chase (soft) decoding candidates.
+
+        ``reliabilities``: (W, r) real soft parity evidence, negative = bit 1. Flip patterns over
+        the ``depth`` least reliable positions, the ``n_patterns`` cheapest by summed |r| (the
+        empty pattern first), are hard-decoded. Returns ``(word, candidates, cost)`` for the
+        successful decodes: ``word`` (Q,) index of the received word, ``candidates`` a
+        :class:`DecodedWords` of length Q, ``cost`` (Q,) = sum of |r| over parity bits where
+        the decoded codeword disagrees with the hard decisions (the analog distance).
+        """
+        rel = np.asarray(reliabilities, dtype=float).reshape(-1, self.n_parity)
+        w, r = rel.shape
+        depth = min(depth, r)
+        hard = rel < 0
+        mag = np.abs(rel)
+        weakest = np.argsort(mag, axis=1, kind="stable")[:, :depth]  # (W, depth)
+        subsets = _subset_bits(depth)  # (2^depth, depth)
+        costs = mag[np.arange(w)[:, None], weakest] @ subsets.T  # (W, 2^depth)
+        keep = min(n_patterns, len(subsets))
+        cheapest = np.argsort(costs, axis=1, kind="stable")[:, :keep]  # (W, keep)
+        flips = np.zeros((w, keep, r), bool)
+        chosen = subsets[cheapest].astype(bool)  # (W, keep, depth)
+        wi, pi, di = np.nonzero(chosen)
+        flips[wi, pi, weakest[wi, di]] = True
+        words = hard[:, None, :] ^ flips
+        decoded = self.decode(words.reshape(-1, r))
+        ok = decoded.ok
+        disagree = flips.reshape(-1, r) ^ decoded.parity_errors
+        cost = (disagree * np.repeat(mag, keep, axis=0)).sum(axis=1)
+        word = np.repeat(np.arange(w), keep)
+        cand = DecodedWords(decoded.support[ok], decoded.parity_errors[ok],
+                            decoded.n_errors[ok], ok[ok])
+        return word[ok], cand, cost[ok]
+
+
+def _gf2_mul(a: int, b: int) -> int:
+    out = 0
+    while b:
+        if b & 1:
+            out ^= a
+        a <<= 1
+        b >>= 1
+    return out
+
+
+@functools.cache
+def _subset_bits(depth: int) -> np.ndarray:
+    idx = np.arange(1 << depth)
+    return ((idx[:, None] >> np.arange(depth)) & 1).astype(float)
+
+
+def _empty(t: int, r: int) -> DecodedWords:
+    return DecodedWords(np.zeros((0, t), np.int64), np.zeros((0, r), bool),
+                        np.zeros(0, np.int64), np.zeros(0, bool))
+
+
+@functools.lru_cache(maxsize=32)
+def bch_code(n: int, t: int) -> BCHCode:
+    """The (cached) shortened BCH code for ``n`` features and degree bound ``t``."""
+    return BCHCode(n, t)

@@ -1,0 +1,164 @@
+"""Singleton detection, BCH decoding and peeling across the subsampling groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .sampler import SubsampleDesign
+
+__all__ = ["PeelResult", "peel"]
+
+RESIDUAL_CUTOFF = 0.9
+"""A singleton candidate must leave less than this share of the bin energy unexplained."""
+ZERO_TOLERANCE = 1e-24
+"""Bins with mean energy below this fraction of the signal energy are zerotons."""
+SIGNIFICANCE = 3.0
+"""Noise multiple (in standard deviations) a bin or a singleton value must exceed."""
+STALL_ITERATIONS = 15
+
+
+@dataclass(frozen=True)
+class PeelResult:
+    """Recovered frequencies ``support`` (s, t) padded with -1, ``values`` (s,), iterations."""
+
+    support: np.ndarray
+    values: np.ndarray
+    n_iterations: int
+
+
+def peel(
+    bins: np.ndarray,
+    design: SubsampleDesign,
+    decoder: str = "soft",
+    chase_depth: int | None = None,
+    n_patterns: int | None = None,
+    max_iterations: int = 100,
+) -> PeelResult:
+    """Recover a sparse Fourier spectrum from the transformed bins of one output.
+
+    ``bins``: (C, P, 2^b) normalised WHT of the design samples. Each iteration decodes every
+    flagged non-zero bin at once (hard BCH decoding; with ``decoder="soft"`` bins whose hard
+    decode fails or does not verify get Chase decoding over the ``chase_depth`` (default 2t)
+    least reliable parity bits, ``n_patterns`` (default depth(depth+1)/2) cheapest flip
+    patterns, choosing among the candidates that hash to the bin the one closest to the soft
+    evidence). A candidate is a singleton when it hashes to the bin and its projection explains
+    more than 1 - RESIDUAL_CUTOFF of the bin energy. Values of the same frequency found in
+    several groups are averaged, then peeled from its bin in every group. Stops when no bin is
+    flagged, nothing verifies, or no new frequency appeared for STALL_ITERATIONS iterations.
+    """
+    if decoder not in ("soft", "hard"):
+        raise ValueError(f"decoder must be 'soft' or 'hard', got {decoder!r}")
+    code = design.code
+    t = code.t
+    depth = 2 * t if chase_depth is None else int(chase_depth)
+    patterns = depth * (depth + 1) // 2 if n_patterns is None else int(n_patterns)
+    residual = np.array(bins, dtype=np.float64, copy=True)
+    n_groups, n_shifts, n_bins = residual.shape
+    signal_energy = float((residual ** 2).mean(axis=1).sum(axis=1).mean())
+    codes = design.bin_codes()
+    noise = _noise_variance(residual, design, codes)
+    # a zeroton's mean energy is ~ noise * (1 +- sqrt(2/P)); a value's noise variance is noise/P
+    floor = max(ZERO_TOLERANCE * signal_energy, np.finfo(float).tiny)
+    bin_floor = max(floor, noise * (1 + SIGNIFICANCE * np.sqrt(2 / n_shifts)))
+    value_floor = max(floor, SIGNIFICANCE ** 2 * noise / n_shifts)
+    flagged = np.ones((n_groups, n_bins), bool)
+    found_support, found_values = [], []
+    known = np.zeros((0, t), np.int64)
+    stall = 0
+    iteration = 0
+    for iteration in range(1, max_iterations + 1):  # noqa: B007 - reported below
+        energy = (residual ** 2).mean(axis=1)
+        flagged &= energy > bin_floor
+        group, j = np.nonzero(flagged)
+        if len(group) == 0:
+            break
+        y = residual[group, :, j]  # (W, P)
+        support, ok = _detect(y, group, j, codes, design, decoder, depth, patterns,
+                              value_floor)
+        flagged[group, j] = False
+        if not ok.any():
+            break
+        support, rho = support[ok], _project(y[ok], design.signatures(support[ok]))
+        keys, inverse = np.unique(support, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        mean_rho = np.bincount(inverse, rho) / np.bincount(inverse)
+        signatures = design.signatures(keys)  # (u, P)
+        targets = np.bitwise_xor.reduce(codes[:, keys], axis=2)  # (C, u)
+        g_idx = np.repeat(np.arange(n_groups), len(keys))
+        np.add.at(residual.transpose(0, 2, 1), (g_idx, targets.ravel()),
+                  -np.tile(mean_rho[:, None] * signatures, (n_groups, 1)))
+        flagged[g_idx, targets.ravel()] = True
+        found_support.append(keys)
+        found_values.append(mean_rho)
+        before = len(known)
+        known = np.unique(np.vstack([known, keys]), axis=0)
+        stall = 0 if len(known) > before else stall + 1
+        if stall >= STALL_ITERATIONS:
+            break
+    if not found_support:
+        return PeelResult(np.zeros((0, t), np.int64), np.zeros(0), iteration)
+    support = np.vstack(found_support)
+    keys, inverse = np.unique(support, axis=0, return_inverse=True)
+    values = np.bincount(inverse.reshape(-1), np.concatenate(found_values), minlength=len(keys))
+    return PeelResult(keys, values, iteration)
+
+
+def _noise_variance(bins: np.ndarray, design: SubsampleDesign, codes: np.ndarray) -> float:
+    """Per-entry noise variance of the bins, from the residuals of hard-decoded singletons.
+
+    Returns 0 when fewer than 5 bins verify as singletons (nothing to estimate from).
+    """
+    group, j = np.nonzero((bins ** 2).sum(axis=1) > 0)
+    y = bins[group, :, j]
+    y0 = np.where(y[:, 0] != 0, y[:, 0], np.finfo(float).tiny)
+    decoded = design.code.decode(y[:, 1:] / y0[:, None] < 0)
+    ok = decoded.ok & _verified(y, decoded.support, group, j, codes, design, 0.0)
+    if ok.sum() < 5:
+        return 0.0
+    signatures = design.signatures(decoded.support[ok])
+    rho = _project(y[ok], signatures)
+    left = ((y[ok] - rho[:, None] * signatures) ** 2).sum(axis=1) / (y.shape[1] - 1)
+    return float(np.median(left))
+
+
+def _project(y: np.ndarray, signatures: np.ndarray) -> np.ndarray:
+    """Least-squares value of a singleton: rho = <s, y> / P."""
+    return (signatures * y).sum(axis=1) / y.shape[1]
+
+
+def _verified(y, support, group, j, codes, design, floor) -> np.ndarray:
+    """Candidates that hash to their bin and explain enough of its energy."""
+    in_bin = np.bitwise_xor.reduce(codes[group[:, None], support], axis=1) == j
+    signatures = design.signatures(support)
+    rho = _project(y, signatures)
+    left = ((y - rho[:, None] * signatures) ** 2).sum(axis=1)
+    return in_bin & (left < RESIDUAL_CUTOFF * (y ** 2).sum(axis=1)) & (rho ** 2 > floor)
+
+
+def _detect(y, group, j, codes, design, decoder, depth, patterns, floor):
+    """Decode each bin's parity evidence; returns candidate supports (W, t) and validity."""
+    code = design.code
+    y0 = y[:, 0]
+    safe = np.where(np.abs(y0) > 0, y0, np.finfo(float).tiny)
+    soft = y[:, 1:] / safe[:, None]  # ratio of shifted to unshifted bin: +-1 for a singleton
+    hard = code.decode(soft < 0)
+    support = hard.support
+    ok = hard.ok & _verified(y, support, group, j, codes, design, floor)
+    if decoder == "soft" and not ok.all():
+        retry = np.flatnonzero(~ok)
+        word, cand, cost = code.chase(soft[retry], depth, patterns)
+        rows = retry[word]
+        in_bin = np.bitwise_xor.reduce(codes[group[rows][:, None], cand.support], axis=1)
+        keep = in_bin == j[rows]
+        word, rows, cost = word[keep], rows[keep], cost[keep]
+        cand_support = cand.support[keep]
+        order = np.lexsort((cand.n_errors[keep], cost, word))
+        first = order[np.r_[True, word[order][1:] != word[order][:-1]]] if len(order) else order
+        support = support.copy()
+        support[rows[first]] = cand_support[first]
+        ok = ok.copy()
+        ok[rows[first]] = _verified(y[rows[first]], cand_support[first], group[rows[first]],
+                                    j[rows[first]], codes, design, floor)
+    return support, ok
