@@ -270,8 +270,8 @@ class BCHCode:
         for start in range(0, len(todo), chunk):
             rows = todo[start:start + chunk]
             lbits = _bits(locator[rows, : t + 1], self.m).reshape(len(rows), -1)
-            values = (lbits @ self._root_table).astype(np.int64).reshape(len(rows), n + r, -1)
-            roots = ~(values & 1).any(axis=2)
+            counts = (lbits @ self._root_table).astype(np.uint8)  # exact small integers
+            roots = ~(counts & 1).reshape(len(rows), n + r, -1).any(axis=2)
             good = roots.sum(axis=1) == degree[rows]
             rows, roots = rows[good], roots[good]
             msg = roots[:, :n]
