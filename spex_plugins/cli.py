@@ -47,7 +47,8 @@ def demo(args: argparse.Namespace) -> int:
     print(f"model calls: {explanation.n_model_calls:,} (design samples {explanation.n_samples:,},"
           f" b={explanation.metadata['b']}, max_order={args.max_order})")
     print(f"time: {wall:.2f} s in all, SPEX's own work {explanation.timings['own']:.2f} s")
-    print(f"faithfulness R^2 on 2,000 held-out random masks: {explanation.r2(test, clean(test)):.4f}")
+    r2 = explanation.r2(test, clean(test))
+    print(f"faithfulness R^2 on 2,000 held-out random masks: {r2:.4f}")
     print("\nplanted Moebius terms vs recovered (top 8 by |value|):")
     moebius = explanation.moebius()
     recovered = sorted(((s, v) for s, v in moebius.items() if s), key=lambda sv: -abs(sv[1]))
