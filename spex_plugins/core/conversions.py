@@ -1,6 +1,6 @@
 """Conversions of a sparse Fourier spectrum into Möbius coefficients and interaction indices.
 
-Conventions (see ``docs/spex_algorithm.md`` §1 and §4):
+Conventions (see the project's algorithm notes, sections 1 and 4):
 
 * ``n`` players ``0..n-1``; a coalition ``T`` is the set of *present* players (mask bit 1).
 * Fourier expansion ``f(T) = sum_K F(K) (-1)^{|T ∩ K|}``.
@@ -28,7 +28,8 @@ Empty-set conventions of :func:`interaction_values` (value put on ``S = ∅``):
   (shapiq's value as well).
 * ``FSII``, ``STII``, ``k-SII``, ``SV``: ``a(∅) = f(∅)`` (shapiq's baseline / empty entry).
 * ``BV``: the order-1 Faith-Banzhaf intercept ``F(∅) + sum_i F({i})``, which is what shapiq
-  1.4.1 stores for ``BV`` (it computes BV as FBII of order 1).
+  1.4.1 stores for ``BV`` (it computes BV as FBII of order 1). shapiq >= 1.5 computes BV as
+  order-1 BII instead: the same Banzhaf values, no empty-set entry, ``f(∅)`` as baseline.
 """
 
 from __future__ import annotations
