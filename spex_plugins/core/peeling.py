@@ -67,8 +67,9 @@ def peel(
     found_support, found_values = [], []
     known = np.zeros((0, t), np.int64)
     stall = 0
-    iteration = 0
-    for iteration in range(1, max_iterations + 1):  # noqa: B007 - reported below
+    iterations = 0
+    while iterations < max_iterations:
+        iterations += 1
         energy = (residual ** 2).mean(axis=1)
         flagged &= energy > bin_floor
         group, j = np.nonzero(flagged)
@@ -98,11 +99,11 @@ def peel(
         if stall >= STALL_ITERATIONS:
             break
     if not found_support:
-        return PeelResult(np.zeros((0, t), np.int64), np.zeros(0), iteration)
+        return PeelResult(np.zeros((0, t), np.int64), np.zeros(0), iterations)
     support = np.vstack(found_support)
     keys, inverse = np.unique(support, axis=0, return_inverse=True)
     values = np.bincount(inverse.reshape(-1), np.concatenate(found_values), minlength=len(keys))
-    return PeelResult(keys, values, iteration)
+    return PeelResult(keys, values, iterations)
 
 
 def _noise_variance(bins: np.ndarray, design: SubsampleDesign, codes: np.ndarray) -> float:

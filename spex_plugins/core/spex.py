@@ -130,14 +130,13 @@ class SPEX:
             penalties = None
         finished = time.perf_counter()
 
-        own = (sampled - began) + (finished - evaluated) + (evaluated - sampled - model_seconds)
         timings = {
             "sampling": sampled - began,
             "model": model_seconds,
             "transform": transformed - evaluated,
             "decode": decoded - transformed,
             "refit": finished - decoded,
-            "own": own,
+            "own": (finished - began) - model_seconds,
             "total": finished - began,
         }
         metadata = {
