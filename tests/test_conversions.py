@@ -508,21 +508,6 @@ def test_index_aliases(alias, name):
     np.testing.assert_array_equal(a[1], b[1])
 
 
-def test_indices_constant():
-    assert conv.INDICES == (
-        "Fourier",
-        "Moebius",
-        "BII",
-        "SII",
-        "k-SII",
-        "FBII",
-        "FSII",
-        "STII",
-        "SV",
-        "BV",
-    )
-
-
 @pytest.mark.parametrize("bad", ["Shapley", "kSII2", "", "FSI", None, 3])
 def test_unknown_index_raises(bad):
     g = game(5)
