@@ -1,0 +1,404 @@
+"""Captum adapter: SPEX as a Captum perturbation attribution, and in Captum's LLM workflow.
+
+``import spex_plugins.captum`` needs neither torch nor captum. The public classes subclass
+Captum's own classes, so they are built the first time one of them is looked up (PEP 562
+module ``__getattr__``), which is when torch and captum are imported.
+
+- :class:`Spex` (a ``captum.attr.PerturbationAttribution``): ``attribute(inputs, baselines,
+  target, additional_forward_args, feature_mask, n_samples, perturbations_per_eval, ...)``
+  with Captum's conventions; Shapley (default) or Banzhaf values broadcast over each
+  feature-mask group, and ``attribute_interactions(...)`` for the full sparse spectrum.
+- :class:`SpexLLMAttribution` (a ``captum.attr.LLMAttribution`` that accepts :class:`Spex`):
+  attributes a target continuation to the features of a ``TextTokenInput`` /
+  ``TextTemplateInput``, evaluating the perturbed prompts in batches (one teacher-forced
+  forward pass per batch), and returns a :class:`SpexLLMAttributionResult`, Captum's
+  ``LLMAttributionResult`` plus the ``explanation`` (interactions).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import numpy as np
+
+from .core import SPEX, FourierExplanation, min_budget
+
+__all__ = ["Spex"]
+
+INDICES = ("shapley", "banzhaf")
+
+Spex: type  # built by _classes() on first access (module __getattr__), like the others below
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return _classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+# --------------------------------------------------------------------------------------------
+# Tensor inputs
+# --------------------------------------------------------------------------------------------
+
+
+class _SpexMethods:
+    """The methods of :class:`Spex`; the class itself also derives from Captum's
+    ``PerturbationAttribution`` (see :func:`_classes`)."""
+
+    def __init__(self, forward_func, max_order: int = 5, n_groups: int = 3, b: int | None = None,
+                 decoder: str = "soft", refit: str | None = "ridge", random_state=None,
+                 max_players: int = 4096) -> None:
+        super().__init__(forward_func)
+        self.max_order = max_order
+        self.n_groups = n_groups
+        self.b = b
+        self.decoder = decoder
+        self.refit = refit
+        self.random_state = random_state
+        self.max_players = max_players
+
+    def _engine(self, n_players: int) -> SPEX:
+        """The core SPEX engine for ``n_players`` players.
+
+        The degree bound is ``min(max_order, n_players)``: no interaction has more players than
+        there are, so the bound loses nothing.
+        """
+        return SPEX(max_order=min(self.max_order, n_players), n_groups=self.n_groups, b=self.b,
+                    decoder=self.decoder, refit=self.refit, random_state=self.random_state)
+
+    def _check_budget(self, n_players: int, n_samples: int | None) -> None:
+        """ValueError stating the minimum when ``n_samples`` is too small for ``n_players``."""
+        if n_samples is None:
+            return
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer):
+            raise ValueError(f"n_samples must be an integer or None, got {n_samples!r}")
+        t = min(self.max_order, n_players)
+        need = min_budget(n_players, t, self.n_groups)
+        if n_samples < need:
+            raise ValueError(
+                f"n_samples={n_samples} is below the minimum SPEX budget of {need} model calls "
+                f"for {n_players} players at max_order={t} with n_groups={self.n_groups}; raise "
+                "n_samples, group features with a coarser feature_mask, or lower max_order")
+
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
+                  feature_mask=None, n_samples: int | None = None,
+                  perturbations_per_eval: int = 1, show_progress: bool = False,
+                  index: str = "shapley", return_input_shape: bool = True):
+        """Shapley (or Banzhaf) values of each feature-mask group, Captum style.
+
+        Arguments follow ``captum.attr.KernelShap.attribute``:
+
+        - ``inputs``: a tensor or tuple of tensors, dimension 0 = examples.
+        - ``baselines``: None (zeros), a scalar, or a tensor (or tuple of them) broadcastable to
+          each input; a player's elements take the baseline value when the player is absent.
+        - ``target``, ``additional_forward_args``: as everywhere in Captum.
+        - ``feature_mask``: integer tensor(s) broadcastable to the inputs, ids 0..n-1 without
+          gaps, grouping elements (across tensors too) into n players. Default: every scalar
+          of one example is a player (at most ``max_players`` of them).
+        - ``n_samples``: SPEX budget (design samples per explanation); None: ``b`` or 8.
+        - ``perturbations_per_eval``: perturbations per forward call; each call holds
+          ``perturbations_per_eval * batch size`` rows. Results do not depend on it.
+        - ``index``: "shapley" or "banzhaf".
+        - ``return_input_shape``: False returns the per-player values, (examples, n).
+
+        When ``forward_func`` returns one scalar per example, each example gets its own
+        explanation (all examples share the masks, so each forward call covers all of them).
+        When it returns one scalar for the whole batch, the batch is explained as one and the
+        attributions have first dimension 1. Returns tensor(s) shaped like ``inputs``.
+        """
+        if index not in INDICES:
+            raise ValueError(f"index must be one of {INDICES}, got {index!r}")
+        problem = self._problem(inputs, baselines, target, additional_forward_args,
+                                feature_mask, perturbations_per_eval)
+        explanation = self._explain(problem, n_samples, perturbations_per_eval, show_progress)
+        values = (explanation.shapley_values() if index == "shapley"
+                  else explanation.banzhaf_values())  # (n, K)
+        return problem.attributions(values, return_input_shape)
+
+    def attribute_interactions(self, inputs, baselines=None, target=None,
+                               additional_forward_args=None, feature_mask=None,
+                               n_samples: int | None = None, perturbations_per_eval: int = 1,
+                               show_progress: bool = False) -> list[FourierExplanation]:
+        """The sparse Fourier explanation of each example (arguments as in :meth:`attribute`).
+
+        Returns a list with one :class:`~spex_plugins.FourierExplanation` per example (one
+        for the whole batch when ``forward_func`` returns one scalar per batch); its players
+        are the feature-mask groups, so ``.interactions("FSII", 2)``, ``.top(10)``,
+        ``.moebius()`` and the other conversions read off any interaction index.
+        """
+        problem = self._problem(inputs, baselines, target, additional_forward_args,
+                                feature_mask, perturbations_per_eval)
+        explanation = self._explain(problem, n_samples, perturbations_per_eval, show_progress)
+        return [explanation.output(k) for k in range(explanation.n_outputs)]
+
+    def _problem(self, inputs, baselines, target, additional_forward_args, feature_mask,
+                 perturbations_per_eval):
+        if (isinstance(perturbations_per_eval, bool)
+                or not isinstance(perturbations_per_eval, int | np.integer)
+                or perturbations_per_eval < 1):
+            raise ValueError(
+                f"perturbations_per_eval must be an integer >= 1, got {perturbations_per_eval!r}")
+        problem = _MaskedProblem(self.forward_func, inputs, baselines, target,
+                                 additional_forward_args, feature_mask, self.max_players)
+        if problem.aggregate and perturbations_per_eval != 1:
+            raise ValueError(
+                "perturbations_per_eval must be 1 when forward_func returns one scalar for the "
+                "whole batch (as in Captum)")
+        return problem
+
+    def _explain(self, problem, n_samples, perturbations_per_eval, show_progress):
+        self._check_budget(problem.n_players, n_samples)
+        import torch
+
+        with torch.no_grad():
+            explanation = self._engine(problem.n_players).explain(
+                problem.value_function, problem.n_players, budget=n_samples,
+                batch_size=int(perturbations_per_eval), progress=show_progress)
+        explanation.metadata["captum_method"] = type(self).__name__
+        return explanation
+
+
+class _MaskedProblem:
+    """Captum-formatted inputs, baselines, target, extra arguments and players.
+
+    ``value_function(masks (m, n) bool) -> (m, K)``: K = batch size (one output per example)
+    or 1 (``aggregate``: forward_func returns one scalar per batch).
+    """
+
+    def __init__(self, forward_func, inputs, baselines, target, additional_forward_args,
+                 feature_mask, max_players: int):
+        import torch
+        from captum._utils.common import (
+            _format_additional_forward_args,
+            _format_tensor_into_tuples,
+            _is_tuple,
+            _run_forward,
+        )
+
+        self.forward_func = forward_func
+        self.is_tuple = _is_tuple(inputs)
+        if not self.is_tuple and not isinstance(inputs, torch.Tensor):
+            raise TypeError(f"inputs must be a tensor or a tuple of tensors, got {type(inputs)}")
+        self.inputs = _format_tensor_into_tuples(inputs)
+        if not self.inputs or not all(isinstance(x, torch.Tensor) for x in self.inputs):
+            raise TypeError("inputs must be a tensor or a non-empty tuple of tensors")
+        sizes = {x.shape[0] if x.dim() else None for x in self.inputs}
+        if len(sizes) != 1 or None in sizes:
+            raise ValueError("all inputs need a batch dimension 0 of the same size, got shapes "
+                             f"{[tuple(x.shape) for x in self.inputs]}")
+        self.batch_size = int(sizes.pop())
+        self.device = self.inputs[0].device
+        self.baselines = _format_baselines(baselines, self.inputs)
+        self.target = target
+        self.args = _format_additional_forward_args(additional_forward_args)
+        self.masks, self.n_players = _format_feature_mask(feature_mask, self.inputs, max_players)
+
+        with torch.no_grad():
+            initial = _run_forward(forward_func, self.inputs, target, self.args)
+        if not isinstance(initial, torch.Tensor):
+            initial = torch.as_tensor(initial)
+        if initial.numel() == self.batch_size:
+            self.aggregate = False
+        elif initial.numel() == 1:
+            self.aggregate = True
+            for j, mask in enumerate(self.masks):
+                if mask.dim() == self.inputs[j].dim() and mask.shape[0] != 1:
+                    raise ValueError(
+                        "forward_func returns one scalar for the whole batch, so the batch is "
+                        "explained as one and feature_mask cannot differ between examples "
+                        f"(feature_mask[{j}] has first dimension {mask.shape[0]}, needs 1)")
+        else:
+            raise ValueError(
+                f"forward_func (with target={target!r}) returned shape {tuple(initial.shape)} "
+                f"for {self.batch_size} example(s); it must return one scalar per example "
+                "(pick one output with target) or one scalar for the whole batch")
+        self._run_forward = _run_forward
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.aggregate else self.batch_size
+
+    def perturbed(self, keep) -> tuple:
+        """Inputs for a bool (m, n) tensor of kept players: rows (m * batch), mask-major."""
+        import torch
+
+        out = []
+        for x, base, mask in zip(self.inputs, self.baselines, self.masks, strict=True):
+            # keep[:, mask] -> (m, *mask.shape); lift to (m, 1.., *mask.shape) to broadcast
+            kept = keep[:, mask]
+            kept = kept.reshape(len(keep), *([1] * (x.dim() - mask.dim())), *mask.shape)
+            rows = torch.where(kept, x.unsqueeze(0), base.unsqueeze(0))
+            out.append(rows.reshape(-1, *x.shape[1:]))
+        return tuple(out)
+
+    def value_function(self, masks: np.ndarray) -> np.ndarray:
+        import torch
+        from captum._utils.common import _expand_additional_forward_args, _expand_target
+
+        m = len(masks)
+        keep = torch.from_numpy(np.ascontiguousarray(masks, dtype=bool)).to(self.device)
+        if self.aggregate:
+            outputs = [self._run_forward(self.forward_func, self.perturbed(keep[i:i + 1]),
+                                         self.target, self.args) for i in range(m)]
+            values = torch.stack([torch.as_tensor(o).reshape(-1) for o in outputs])
+        else:
+            target = _expand_target(self.target, m)
+            args = _expand_additional_forward_args(self.args, m)
+            values = self._run_forward(self.forward_func, self.perturbed(keep), target, args)
+            values = torch.as_tensor(values)
+        expected = m * self.n_outputs
+        if values.numel() != expected:
+            raise ValueError(
+                f"forward_func returned shape {tuple(values.shape)} for {expected} perturbed "
+                f"example(s) ({m} perturbation(s) x {self.n_outputs}); it must return one "
+                "scalar per example")
+        values = values.detach().to("cpu", torch.float64).reshape(m, self.n_outputs).numpy()
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row, example = np.argwhere(bad)[0]
+            absent = np.flatnonzero(~masks[row]).tolist()
+            raise ValueError(
+                f"forward_func returned non-finite outputs (NaN or inf) for {int(bad.sum())} of "
+                f"{values.size} perturbed example(s); first: example {example} with players "
+                f"{absent[:12]}{' ...' if len(absent) > 12 else ''} absent gave "
+                f"{values[row, example]}")
+        return values
+
+    def attributions(self, values: np.ndarray, return_input_shape: bool):
+        """Per-player values (n, K) -> Captum-shaped attributions (group value broadcast)."""
+        import torch
+        from captum._utils.common import _format_output
+
+        per_player = torch.as_tensor(np.asarray(values).reshape(self.n_players, -1).T)  # (K, n)
+        if not return_input_shape:
+            return per_player.to(self._dtype(self.inputs[0]))
+        out = []
+        for x, mask in zip(self.inputs, self.masks, strict=True):
+            shape = (self.n_outputs, *x.shape[1:])
+            full = mask.broadcast_to((self.batch_size, *x.shape[1:]) if mask.dim() == x.dim()
+                                     else x.shape[1:]).reshape(-1, math.prod(x.shape[1:]))
+            index = full[: self.n_outputs].to("cpu").expand(self.n_outputs, -1)
+            out.append(torch.gather(per_player, 1, index).reshape(shape)
+                       .to(device=x.device, dtype=self._dtype(x)))
+        return _format_output(self.is_tuple, tuple(out))
+
+    @staticmethod
+    def _dtype(x):
+        import torch
+
+        return x.dtype if x.is_floating_point() else torch.float32
+
+
+def _format_baselines(baselines, inputs: tuple) -> tuple:
+    """Baselines as one tensor per input, broadcast to its shape (Captum's accepted forms)."""
+    import torch
+
+    if baselines is None:
+        baselines = (0,) * len(inputs)
+    elif not isinstance(baselines, tuple):
+        baselines = (baselines,)
+    if len(baselines) != len(inputs):
+        raise ValueError(f"got {len(baselines)} baselines for {len(inputs)} inputs")
+    out = []
+    for j, (base, x) in enumerate(zip(baselines, inputs, strict=True)):
+        if not isinstance(base, torch.Tensor | int | float):
+            raise TypeError(f"baselines[{j}] must be a tensor or a number, got {type(base)}")
+        base = torch.as_tensor(base, dtype=x.dtype, device=x.device)
+        try:
+            out.append(base.broadcast_to(x.shape))
+        except RuntimeError as error:
+            raise ValueError(f"baselines[{j}] of shape {tuple(base.shape)} does not broadcast "
+                             f"to input {j} of shape {tuple(x.shape)}") from error
+    return tuple(out)
+
+
+def _format_feature_mask(feature_mask, inputs: tuple, max_players: int) -> tuple[tuple, int]:
+    """Validated feature masks (long tensors) and the number of players n.
+
+    Ids must be integers 0..n-1 with none missing, each mask broadcastable to its input (a
+    leading dimension of 1 or the batch size when it has the input's rank).
+    """
+    import torch
+
+    if feature_mask is None:
+        n = sum(math.prod(x.shape[1:]) for x in inputs)
+        if n > max_players:
+            raise ValueError(
+                f"without a feature_mask every scalar of an example is a player: n={n} players "
+                f"exceeds max_players={max_players}. Pass a feature_mask that groups elements "
+                "(e.g. superpixels, words) into fewer players, or raise max_players")
+        masks, start = [], 0
+        for x in inputs:
+            size = math.prod(x.shape[1:])
+            masks.append(torch.arange(start, start + size, device=x.device)
+                         .reshape(1, *x.shape[1:]))
+            start += size
+        return tuple(masks), n
+
+    masks = feature_mask if isinstance(feature_mask, tuple) else (feature_mask,)
+    if len(masks) != len(inputs):
+        raise ValueError(f"feature_mask has {len(masks)} tensor(s) for {len(inputs)} input(s)")
+    checked = []
+    for j, (mask, x) in enumerate(zip(masks, inputs, strict=True)):
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"feature_mask[{j}] must be a tensor, got {type(mask)}")
+        if mask.is_floating_point() or mask.is_complex() or mask.dtype == torch.bool:
+            raise ValueError(f"feature_mask[{j}] must hold integer ids, got dtype {mask.dtype}")
+        fits = mask.dim() <= x.dim() and all(
+            m in (1, s) for m, s in zip(mask.shape[::-1], x.shape[::-1], strict=False))
+        if not fits:
+            raise ValueError(
+                f"feature_mask[{j}] of shape {tuple(mask.shape)} does not broadcast to input "
+                f"{j} of shape {tuple(x.shape)} (each dimension must be 1 or match)")
+        checked.append(mask.to(device=x.device, dtype=torch.long))
+    ids = torch.unique(torch.cat([m.reshape(-1).cpu() for m in checked]))
+    if len(ids) == 0:
+        raise ValueError("feature_mask is empty")
+    if ids[0] < 0:
+        raise ValueError(f"feature_mask ids must be >= 0, got {int(ids[0])}")
+    n = int(ids[-1]) + 1
+    if len(ids) != n:
+        missing = np.setdiff1d(np.arange(n), ids.numpy())
+        raise ValueError(
+            f"feature_mask ids must be 0..n-1 without gaps; ids {missing[:12].tolist()}"
+            f"{' ...' if len(missing) > 12 else ''} are missing below the largest id {n - 1}")
+    if n > max_players:
+        raise ValueError(f"feature_mask defines n={n} players, above max_players={max_players};"
+                         " group elements into fewer players or raise max_players")
+    return tuple(checked), n
+
+
+# --------------------------------------------------------------------------------------------
+# Class construction (imports torch and captum)
+# --------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _classes() -> dict[str, type]:
+    from captum.attr import PerturbationAttribution
+
+    spex = type("Spex", (_SpexMethods, PerturbationAttribution), {
+        "__module__": __name__,
+        "__qualname__": "Spex",
+        "__doc__": _SPEX_DOC,
+    })
+    return {"Spex": spex}
+
+
+_SPEX_DOC = """SPEX (Kang et al., ICML 2025) as a Captum perturbation attribution.
+
+    ``Spex(forward_func, max_order=5, n_groups=3, b=None, decoder="soft", refit="ridge",
+    random_state=None, max_players=4096)``: the SPEX settings of
+    :class:`spex_plugins.SPEX` (``max_order`` is capped at the number of players) and the
+    largest number of players accepted.
+
+    ``attribute(...)`` returns Shapley (or Banzhaf) values shaped like the inputs, as
+    ``KernelShap`` does; ``attribute_interactions(...)`` returns the sparse spectrum of each
+    example as a :class:`spex_plugins.FourierExplanation`.
+    """

@@ -1,0 +1,272 @@
+"""The Captum adapter: ``Spex`` on tensors and ``SpexLLMAttribution`` on a tiny causal LM."""
+
+import importlib.util
+import itertools
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+try:
+    import torch
+except ImportError:  # the Python 3.12 environment has no torch
+    torch = None
+
+SKIP_REASON = "the Captum adapter needs torch and captum (installed in the Python 3.11 venv)"
+
+
+@pytest.fixture(scope="module")
+def sc():
+    pytest.importorskip("torch", reason=SKIP_REASON)
+    pytest.importorskip("captum", reason=SKIP_REASON)
+    import spex_plugins.captum as module
+
+    return module
+
+
+# --- a small model with exactly sparse interactions ------------------------------------------
+
+def sparse_model(x, z, scale=1.0):
+    """(b, 5), (b, 3) -> (b, 2); interactions up to degree 3 among the 8 scalars."""
+    a = (1.5 * x[:, 0] - 0.7 * x[:, 1] * x[:, 2] + 0.4 * x[:, 3] * z[:, 0] * z[:, 1]
+         + 2.0 * x[:, 4] - z[:, 2] + 0.3 * x[:, 0] * z[:, 2])
+    return torch.stack([a, torch.sin(a)], dim=1) * scale
+
+
+GROUPS_X = [0, 1, 1, 2, 3]  # 6 players across the two tensors: 1 = {x1, x2}
+GROUPS_Z = [4, 2, 5]        # 2 = {x3, z1}: a group spanning both tensors
+
+
+def brute_force(n, value):
+    """Exact Shapley and Banzhaf values of ``value(bool masks (2^n, n)) -> (2^n,)``."""
+    masks = np.array(list(itertools.product([False, True], repeat=n)))
+    codes = masks @ (1 << np.arange(n))
+    f = np.empty(2 ** n)
+    f[codes] = value(masks)
+    size = masks.sum(1)
+    shapley, banzhaf = np.zeros(n), np.zeros(n)
+    for i in range(n):
+        without = codes[~masks[:, i]]
+        gain = f[without | (1 << i)] - f[without]
+        s = size[~masks[:, i]]
+        weight = np.array([math.factorial(k) * math.factorial(n - k - 1) for k in s])
+        shapley[i] = (weight * gain).sum() / math.factorial(n)
+        banzhaf[i] = gain.mean()
+    return shapley, banzhaf
+
+
+def masked_value(x, z, bx, bz, example, target, scale=1.0):
+    """Model output of one example with the groups of GROUPS_X / GROUPS_Z kept per mask."""
+    gx, gz = torch.tensor(GROUPS_X), torch.tensor(GROUPS_Z)
+
+    def value(masks):
+        keep = torch.from_numpy(masks)
+        xs = torch.where(keep[:, gx], x[example], bx[example])
+        zs = torch.where(keep[:, gz], z[example], bz[example])
+        return sparse_model(xs, zs, scale)[:, target].numpy()
+
+    return value
+
+
+def example_inputs(batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 5, generator=g, dtype=torch.float64)
+    z = torch.randn(batch, 3, generator=g, dtype=torch.float64)
+    return x, z
+
+
+# --- tensor attribution ------------------------------------------------------------------------
+
+def test_import_is_lazy():
+    code = ("import sys, spex_plugins.captum as c; "
+            "assert 'torch' not in sys.modules and 'captum' not in sys.modules; "
+            "print(sorted(c.__all__))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "Spex" in out.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("captum") is not None,
+                    reason="only meaningful where captum is not installed")
+def test_missing_captum_is_a_clear_import_error():
+    import spex_plugins.captum as module
+
+    with pytest.raises(ImportError):
+        module.Spex  # noqa: B018
+
+
+def test_shapley_and_banzhaf_equal_brute_force(sc):
+    x, z = example_inputs()
+    bx, bz = torch.full_like(x, 0.25), torch.zeros_like(z)
+    mask = (torch.tensor([GROUPS_X]), torch.tensor([GROUPS_Z]))
+    spex = sc.Spex(sparse_model, random_state=0)
+    call = dict(baselines=(0.25, bz), target=0, feature_mask=mask)
+    sv = spex.attribute((x, z), **call)
+    bv = spex.attribute((x, z), index="banzhaf", **call)
+    assert isinstance(sv, tuple) and [t.shape for t in sv] == [x.shape, z.shape]
+    for example in range(len(x)):
+        exact_sv, exact_bv = brute_force(6, masked_value(x, z, bx, bz, example, 0))
+        got = torch.cat([sv[0][example], sv[1][example]]).numpy()
+        got_bv = torch.cat([bv[0][example], bv[1][example]]).numpy()
+        expect = exact_sv[GROUPS_X + GROUPS_Z]  # a group's value on each of its elements
+        np.testing.assert_allclose(got, expect, atol=1e-6)
+        np.testing.assert_allclose(got_bv, exact_bv[GROUPS_X + GROUPS_Z], atol=1e-6)
+    # efficiency: Shapley values add up to f(x) - f(baseline)
+    total = sum(t.sum(1) for t in sv) - sv[0][:, 1] - sv[1][:, 1]  # count 2-groups once
+    gap = sparse_model(x, z)[:, 0] - sparse_model(bx, bz)[:, 0]
+    np.testing.assert_allclose(total.numpy(), gap.numpy(), atol=1e-6)
+
+
+def test_non_linear_output_with_tensor_target_and_extra_args(sc):
+    """sin(a) has interactions of every order; with 6 players SPEX sees all 64 masks."""
+    x, z = example_inputs(batch=3, seed=1)
+    mask = (torch.tensor([GROUPS_X]), torch.tensor([GROUPS_Z]))
+    target = torch.tensor([1, 0, 1])
+    got = sc.Spex(sparse_model, max_order=6, random_state=1).attribute(
+        (x, z), target=target, additional_forward_args=(0.5,), feature_mask=mask)
+    zero_x, zero_z = torch.zeros_like(x), torch.zeros_like(z)
+    for example, t in enumerate(target.tolist()):
+        exact, _ = brute_force(6, masked_value(x, z, zero_x, zero_z, example, t, scale=0.5))
+        np.testing.assert_allclose(got[0][example].numpy(), exact[GROUPS_X], atol=1e-6)
+
+
+def test_matches_captum_on_the_same_call(sc):
+    """Same call as Captum's ShapleyValues (exact) and KernelShap (shapes)."""
+    from captum.attr import KernelShap, ShapleyValues
+
+    x, z = (t.float() for t in example_inputs(batch=2, seed=2))
+    call = dict(baselines=(torch.full((1, 5), 0.5), 0.0), target=[0, 1],
+                additional_forward_args=(2.0,), perturbations_per_eval=6,
+                feature_mask=(torch.tensor([GROUPS_X]), torch.tensor([GROUPS_Z])))
+    ours = sc.Spex(sparse_model, max_order=6, random_state=0).attribute((x, z), **call)
+    exact = ShapleyValues(sparse_model).attribute((x, z), **call)
+    with pytest.warns(UserWarning):  # Captum warns about one model per example
+        kernel = KernelShap(sparse_model).attribute((x, z), n_samples=64, **call)
+    for a, b, k in zip(ours, exact, kernel, strict=True):
+        assert a.shape == b.shape == k.shape and a.dtype == k.dtype == torch.float32
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
+def test_single_tensor_default_mask_and_player_limit(sc):
+    x = torch.randn(1, 6, dtype=torch.float64)
+
+    def model(t):
+        return (t[:, 0] * t[:, 1] - 2 * t[:, 2] + t[:, 3] * t[:, 4] * t[:, 5]).unsqueeze(1)
+
+    got = sc.Spex(model, random_state=0).attribute(x, target=0)
+    assert isinstance(got, torch.Tensor) and got.shape == (1, 6)
+    expect, _ = brute_force(6, lambda m: model(x * torch.from_numpy(m))[:, 0].numpy())
+    np.testing.assert_allclose(got[0].numpy(), expect, atol=1e-6)
+    per_player = sc.Spex(model, random_state=0).attribute(x, target=0, return_input_shape=False)
+    np.testing.assert_allclose(per_player.numpy(), got.numpy())
+    with pytest.raises(ValueError, match="max_players=5"):
+        sc.Spex(model, max_players=5).attribute(x, target=0)
+
+
+def test_perturbations_per_eval_batches_forward_calls(sc):
+    x, z = example_inputs(batch=2, seed=3)
+    sizes = []
+
+    def counted(a, b):
+        sizes.append(len(a))
+        return sparse_model(a, b)[:, 0]
+
+    mask = (torch.tensor([GROUPS_X]), torch.tensor([GROUPS_Z]))
+    one = sc.Spex(counted, random_state=0).attribute((x, z), feature_mask=mask)
+    calls_one, sizes_one = len(sizes), sizes[:]
+    sizes.clear()
+    seven = sc.Spex(counted, random_state=0).attribute(
+        (x, z), feature_mask=mask, perturbations_per_eval=7)
+    for a, b in zip(one, seven, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert set(sizes_one) == {2}  # one perturbation x 2 examples per call
+    assert max(sizes) == 14 and all(s % 2 == 0 for s in sizes)
+    assert sum(sizes) == sum(sizes_one)  # the same perturbations, fewer calls
+    assert len(sizes) == 1 + math.ceil((calls_one - 1) / 7)
+
+
+def test_scalar_per_batch_is_explained_as_one(sc):
+    x, z = example_inputs(batch=3, seed=4)
+    mask = (torch.tensor([GROUPS_X]), torch.tensor([GROUPS_Z]))
+
+    def total(a, b):
+        return sparse_model(a, b)[:, 0].sum()
+
+    spex = sc.Spex(total, random_state=0)
+    got = spex.attribute((x, z), feature_mask=mask)
+    assert [t.shape for t in got] == [(1, 5), (1, 3)]
+    zero_x, zero_z = torch.zeros_like(x), torch.zeros_like(z)
+    exact = sum(brute_force(6, masked_value(x, z, zero_x, zero_z, e, 0))[0] for e in range(3))
+    np.testing.assert_allclose(got[0][0].numpy(), exact[GROUPS_X], atol=1e-6)
+    with pytest.raises(ValueError, match="perturbations_per_eval must be 1"):
+        spex.attribute((x, z), feature_mask=mask, perturbations_per_eval=2)
+    with pytest.raises(ValueError, match="cannot differ between examples"):
+        spex.attribute((x, z), feature_mask=(torch.tensor([GROUPS_X] * 3),
+                                             torch.tensor([GROUPS_Z] * 3)))
+
+
+def test_per_example_feature_masks(sc):
+    """Renumbering the groups of one example leaves its attributions unchanged."""
+    x, z = example_inputs(batch=2, seed=5)
+    perm = torch.tensor([3, 5, 0, 1, 4, 2])
+    gx, gz = torch.tensor(GROUPS_X), torch.tensor(GROUPS_Z)
+    mask = (torch.stack([gx, perm[gx]]), torch.stack([gz, perm[gz]]))
+    got = sc.Spex(sparse_model, random_state=0).attribute((x, z), target=0, feature_mask=mask)
+    same = sc.Spex(sparse_model, random_state=0).attribute(
+        (x, z), target=0, feature_mask=(gx[None], gz[None]))
+    for a, b in zip(got, same, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_attribute_interactions_recover_the_planted_terms(sc):
+    x = torch.ones(2, 4, dtype=torch.float64)
+    x[1] *= 2.0
+
+    def model(t):
+        return 3.0 * t[:, 0] - t[:, 1] * t[:, 2] + 0.5 * t[:, 0] * t[:, 2] * t[:, 3]
+
+    explanations = sc.Spex(model, random_state=0).attribute_interactions(x)
+    assert len(explanations) == 2 and all(e.n == 4 for e in explanations)
+    for scale, e in zip((1.0, 2.0), explanations, strict=True):
+        moebius = {k: v for k, v in e.moebius().items() if abs(v) > 1e-9}
+        expected = {(0,): 3.0 * scale, (1, 2): -scale ** 2, (0, 2, 3): 0.5 * scale ** 3}
+        assert moebius.keys() == expected.keys()
+        for key, value in expected.items():
+            assert moebius[key] == pytest.approx(value, abs=1e-9)
+        assert e.metadata["captum_method"] == "Spex"
+
+
+def test_bad_input_errors(sc):
+    x, z = example_inputs(batch=2, seed=6)
+    spex = sc.Spex(sparse_model, random_state=0)
+    good = (torch.tensor([GROUPS_X]), torch.tensor([GROUPS_Z]))
+    with pytest.raises(ValueError, match=r"without gaps; ids \[4\] are missing"):
+        spex.attribute((x, z), target=0, feature_mask=(torch.tensor([[0, 1, 1, 2, 3]]),
+                                                       torch.tensor([[5, 2, 6]])))
+    with pytest.raises(ValueError, match="does not broadcast to input 1"):
+        spex.attribute((x, z), target=0, feature_mask=(good[0], torch.tensor([[0, 1]])))
+    with pytest.raises(ValueError, match="feature_mask has 1 tensor"):
+        spex.attribute((x, z), target=0, feature_mask=good[0])
+    with pytest.raises(ValueError, match="integer ids"):
+        spex.attribute((x, z), target=0, feature_mask=(good[0].float(), good[1]))
+    with pytest.raises(ValueError, match=">= 0"):
+        spex.attribute((x, z), target=0, feature_mask=(good[0] - 1, good[1]))
+    with pytest.raises(ValueError, match="below the minimum SPEX budget of 504"):
+        spex.attribute((x, z), target=0, feature_mask=good, n_samples=100)
+    with pytest.raises(ValueError, match="baselines\\[0\\] of shape \\(4,\\)"):
+        spex.attribute((x, z), target=0, baselines=(torch.zeros(4), 0.0))
+    with pytest.raises(ValueError, match="one scalar per example"):
+        spex.attribute((x, z), feature_mask=good)  # (b, 2) outputs and no target
+    with pytest.raises(ValueError, match="index must be one of"):
+        spex.attribute((x, z), target=0, feature_mask=good, index="sii")
+    with pytest.raises(ValueError, match="perturbations_per_eval must be an integer"):
+        spex.attribute((x, z), target=0, feature_mask=good, perturbations_per_eval=0)
+
+    def unstable(a, b):
+        out = sparse_model(a, b)[:, 0]
+        return torch.where(a[:, 0] == 0, torch.nan, out)  # NaN once player 0 is absent
+
+    with pytest.raises(ValueError, match=r"non-finite outputs .* players \[0"):
+        sc.Spex(unstable, random_state=0).attribute((x, z), feature_mask=good)
