@@ -1,0 +1,41 @@
+"""Real-model value functions and their evaluation runtime.
+
+Each value function maps bool masks (m, n), True = feature kept, to model outputs (m,) or
+(m, k), and exposes its ``features`` and (for text) their character ``spans``. torch and
+transformers are imported only when a model value function is used, so this package imports
+without them; :mod:`.runtime` (batching, :class:`CachedValueFunction`) needs numpy only.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .runtime import CachedValueFunction, MaskedValueFunction, default_cache_dir, resolve_device
+from .text import TokenizedText, mask_strings, segment
+
+__all__ = [
+    "CachedValueFunction",
+    "CausalLMLogProb",
+    "EmbeddingSimilarity",
+    "MaskedValueFunction",
+    "TokenizedText",
+    "default_cache_dir",
+    "load_offline_minilm",
+    "mask_strings",
+    "resolve_device",
+    "segment",
+    "teacher_forced_log_probs",
+]
+
+_LAZY = {
+    "EmbeddingSimilarity": "embedding",
+    "load_offline_minilm": "embedding",
+    "CausalLMLogProb": "llm",
+    "teacher_forced_log_probs": "llm",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
