@@ -91,10 +91,10 @@ def run_batches(evaluate: Callable[[np.ndarray], np.ndarray], masks: np.ndarray,
             try:
                 out = np.asarray(evaluate(batch), dtype=np.float64)
             except (RuntimeError, MemoryError) as error:
-                if size == 1 or not is_out_of_memory(error):
+                if len(batch) == 1 or not is_out_of_memory(error):
                     raise
                 _release_memory()
-                size = max(1, size // 2)
+                size = max(1, len(batch) // 2)
                 continue
             outputs.append(out)
             start += len(batch)
@@ -292,6 +292,7 @@ class CachedValueFunction:
             self._append(chunk, values, flat)
             self._remember(chunk, values, flat)
             self.n_evaluated += len(chunk)
-        rows = np.array([self._index[key] for key in keys], dtype=np.int64)
-        out = np.array([self._values[r] for r in rows]).reshape(len(distinct), -1)[inverse]
+        k = self._k or 1
+        rows = [self._index[key] for key in keys]
+        out = np.array([self._values[r] for r in rows]).reshape(len(distinct), k)[inverse]
         return out[:, 0] if self._flat and out.shape[1] == 1 else out
