@@ -25,11 +25,14 @@ import numpy as np
 
 from .core import SPEX, FourierExplanation, min_budget
 
-__all__ = ["Spex"]
+__all__ = ["Spex", "SpexLLMAttribution", "SpexLLMAttributionResult"]
 
 INDICES = ("shapley", "banzhaf")
 
-Spex: type  # built by _classes() on first access (module __getattr__), like the others below
+# Built by _classes() on first access (module __getattr__):
+Spex: type
+SpexLLMAttribution: type
+SpexLLMAttributionResult: type
 
 
 def __getattr__(name: str) -> Any:
@@ -139,11 +142,7 @@ class _SpexMethods:
 
     def _problem(self, inputs, baselines, target, additional_forward_args, feature_mask,
                  perturbations_per_eval):
-        if (isinstance(perturbations_per_eval, bool)
-                or not isinstance(perturbations_per_eval, int | np.integer)
-                or perturbations_per_eval < 1):
-            raise ValueError(
-                f"perturbations_per_eval must be an integer >= 1, got {perturbations_per_eval!r}")
+        _check_per_eval(perturbations_per_eval)
         problem = _MaskedProblem(self.forward_func, inputs, baselines, target,
                                  additional_forward_args, feature_mask, self.max_players)
         if problem.aggregate and perturbations_per_eval != 1:
@@ -162,6 +161,14 @@ class _SpexMethods:
                 batch_size=int(perturbations_per_eval), progress=show_progress)
         explanation.metadata["captum_method"] = type(self).__name__
         return explanation
+
+
+def _check_per_eval(perturbations_per_eval) -> None:
+    if (isinstance(perturbations_per_eval, bool)
+            or not isinstance(perturbations_per_eval, int | np.integer)
+            or perturbations_per_eval < 1):
+        raise ValueError(
+            f"perturbations_per_eval must be an integer >= 1, got {perturbations_per_eval!r}")
 
 
 class _MaskedProblem:
@@ -375,20 +382,195 @@ def _format_feature_mask(feature_mask, inputs: tuple, max_players: int) -> tuple
 
 
 # --------------------------------------------------------------------------------------------
+# LLM attribution
+# --------------------------------------------------------------------------------------------
+
+
+class _SpexLLMMethods:
+    """The methods of :class:`SpexLLMAttribution`; the class also derives from Captum's
+    ``LLMAttribution`` (see :func:`_classes`)."""
+
+    def __init__(self, attr_method, tokenizer, attr_target: str = "log_prob") -> None:
+        spex = _classes()["Spex"]
+        if not isinstance(attr_method, spex):
+            import torch
+
+            if not isinstance(attr_method, torch.nn.Module):
+                raise TypeError(
+                    "SpexLLMAttribution takes a Spex attribution built on a causal LM "
+                    "(Spex(model, ...)) or the causal LM itself, got "
+                    f"{type(attr_method).__name__}; Captum's own methods go to LLMAttribution")
+            attr_method = spex(attr_method)
+        if attr_target not in ("log_prob", "prob"):
+            raise ValueError(f"attr_target must be 'log_prob' or 'prob', got {attr_target!r}")
+        super().__init__(attr_method, tokenizer, attr_target=attr_target)
+
+    def attribute(self, inp, target=None, num_trials: int = 1, gen_args: dict | None = None, *,
+                  n_samples: int | None = None, perturbations_per_eval: int = 16,
+                  show_progress: bool = False, index: str = "shapley"):
+        """Attribute the target's log-probability to the features of ``inp``.
+
+        ``inp``: a ``TextTokenInput`` or ``TextTemplateInput``; ``target``: a string, a 1-D
+        tensor of token ids, or None (the model's greedy continuation, generated once with
+        ``gen_args``). Each perturbed prompt is the prompt Captum's ``LLMAttribution`` builds;
+        ``perturbations_per_eval`` of them share one teacher-forced forward pass (padded,
+        attention-masked) that scores every target token. ``n_samples`` is the SPEX budget.
+        ``num_trials`` must be 1: a SPEX design is fixed by the ``Spex`` ``random_state``.
+
+        Returns a :class:`SpexLLMAttributionResult`: ``seq_attr`` (features,) for the whole
+        target, ``token_attr`` (target tokens, features), ``output_probs`` of the target
+        tokens given the full prompt, and ``explanation``, the Fourier explanation with output
+        0 = the whole target and output 1 + j = target token j.
+        """
+        if index not in INDICES:
+            raise ValueError(f"index must be one of {INDICES}, got {index!r}")
+        if num_trials != 1:
+            raise ValueError("num_trials must be 1 with SPEX: its design is fixed by "
+                             "Spex(random_state=...); raise n_samples for more precision")
+        if not isinstance(inp, self.SUPPORTED_INPUTS):
+            supported = ", ".join(c.__name__ for c in self.SUPPORTED_INPUTS)
+            raise TypeError(f"SpexLLMAttribution supports {supported} inputs, got "
+                            f"{type(inp).__name__}")
+        _check_per_eval(perturbations_per_eval)
+        import torch
+
+        target_tokens = torch.as_tensor(self._get_target_tokens(inp, target, gen_args=gen_args),
+                                        dtype=torch.long).reshape(-1).cpu()
+        if len(target_tokens) == 0:
+            raise ValueError("the target is empty: nothing to attribute")
+        n = inp.n_itp_features
+        spex = self.attr_method
+        spex._check_budget(n, n_samples)
+
+        def value_function(masks: np.ndarray) -> np.ndarray:
+            return self._log_probs(inp, masks, target_tokens, perturbations_per_eval)
+
+        explanation = spex._engine(n).explain(value_function, n, budget=n_samples,
+                                              batch_size=int(perturbations_per_eval),
+                                              progress=show_progress)
+        full = self._log_probs(inp, np.ones((1, n), bool), target_tokens, 1)[0, 1:]
+        output_tokens = self._pretty_tokens(target_tokens)
+        explanation.metadata.update(
+            captum_method=type(self).__name__, attr_target=self.attr_target,
+            feature_names=_feature_names(inp), output_names=["<sequence>", *output_tokens],
+            target_ids=target_tokens.tolist())
+        values = (explanation.shapley_values() if index == "shapley"
+                  else explanation.banzhaf_values())  # (n, 1 + T)
+        attr = inp.format_attr(torch.as_tensor(values.T, dtype=torch.float32))
+        fields = dict(seq_attr=attr[0], token_attr=attr[1:], input_tokens=list(inp.values),
+                      output_tokens=output_tokens, inp=inp,
+                      output_probs=torch.as_tensor(full if self.attr_target == "prob"
+                                                   else np.exp(full), dtype=torch.float32))
+        result_class = _classes()["SpexLLMAttributionResult"]
+        return result_class(explanation=explanation,
+                            **{k: v for k, v in fields.items() if k in _result_fields()})
+
+    def _prompts(self, inp, masks: np.ndarray) -> list:
+        """The perturbed prompts (1-D token id tensors) Captum's LLMAttribution would run."""
+        import torch
+
+        keep = torch.from_numpy(np.ascontiguousarray(masks, dtype=bool)).long()
+        if _batched(inp):
+            return list(inp.to_model_input(keep).cpu())
+        prompts = []
+        for row in keep:
+            ids = self._format_model_input(inp.to_model_input(row[None]))["input_ids"]
+            prompts.append(ids.reshape(-1).cpu())
+        return prompts
+
+    def _log_probs(self, inp, masks: np.ndarray, target_tokens, batch_size: int) -> np.ndarray:
+        """(m, 1 + T): the target's total log-probability (or probability), then per token."""
+        import torch
+
+        from .models.llm import teacher_forced_log_probs
+
+        per_token = teacher_forced_log_probs(
+            self.model, self._prompts(inp, masks), target_tokens, batch_size=batch_size,
+            pad_token_id=getattr(self.tokenizer, "pad_token_id", None), per_token=True)
+        values = torch.cat([per_token.sum(1, keepdim=True), per_token], dim=1).numpy()
+        return np.exp(values) if self.attr_target == "prob" else values
+
+    def _pretty_tokens(self, target_tokens) -> list[str]:
+        from captum.attr._core import llm_attr
+
+        pretty = getattr(llm_attr, "_convert_ids_to_pretty_tokens", None)
+        if pretty is not None:
+            return list(pretty(target_tokens, self.tokenizer))
+        return list(self.tokenizer.convert_ids_to_tokens(target_tokens.tolist()))
+
+
+def _batched(inp) -> bool:
+    """Whether ``inp.to_model_input`` builds many perturbed prompts from a (m, n) tensor."""
+    from captum.attr import TextTokenInput
+
+    return isinstance(inp, TextTokenInput)
+
+
+def _feature_names(inp) -> list[str]:
+    """One name per interpretable feature: its token / value, or its values joined."""
+    mask = getattr(inp, "formatted_mask", None) if getattr(inp, "mask", None) else None
+    if mask is None:
+        return [str(v) for v in inp.values]
+    names: list[list[str]] = [[] for _ in range(inp.n_itp_features)]
+    for value, group in zip(inp.values, mask, strict=True):
+        names[group].append(str(value))
+    return [" ".join(parts) for parts in names]
+
+
+@functools.cache
+def _result_fields() -> frozenset[str]:
+    """The keyword arguments the installed ``LLMAttributionResult`` accepts."""
+    import inspect
+
+    from captum.attr import LLMAttributionResult
+
+    return frozenset(inspect.signature(LLMAttributionResult.__init__).parameters)
+
+
+class _SpexLLMResultMethods:
+    def __init__(self, *, explanation: FourierExplanation, **fields) -> None:
+        super().__init__(**fields)
+        self.explanation = explanation
+
+    def interactions(self, index: str = "FSII", order: int = 2, output: int = 0) -> dict:
+        """Interactions among input features, keyed by feature-name tuples.
+
+        ``output`` 0 is the whole target sequence, 1 + j its token j; ``index`` and ``order``
+        as in :meth:`spex_plugins.FourierExplanation.interactions`.
+        """
+        names = self.explanation.metadata["feature_names"]
+        values = self.explanation.output(output).interactions(index, order)
+        return {tuple(names[i] for i in key): v for key, v in values.items()}
+
+
+# --------------------------------------------------------------------------------------------
 # Class construction (imports torch and captum)
 # --------------------------------------------------------------------------------------------
 
 
 @functools.cache
 def _classes() -> dict[str, type]:
-    from captum.attr import PerturbationAttribution
+    from captum.attr import (
+        LLMAttribution,
+        LLMAttributionResult,
+        PerturbationAttribution,
+        TextTemplateInput,
+        TextTokenInput,
+    )
 
-    spex = type("Spex", (_SpexMethods, PerturbationAttribution), {
-        "__module__": __name__,
-        "__qualname__": "Spex",
-        "__doc__": _SPEX_DOC,
-    })
-    return {"Spex": spex}
+    def build(name: str, bases: tuple, **attributes) -> type:
+        return type(name, bases, {"__module__": __name__, "__qualname__": name, **attributes})
+
+    spex = build("Spex", (_SpexMethods, PerturbationAttribution), __doc__=_SPEX_DOC)
+    classes = {"Spex": spex}
+    classes["SpexLLMAttribution"] = build(
+        "SpexLLMAttribution", (_SpexLLMMethods, LLMAttribution), __doc__=_LLM_DOC,
+        SUPPORTED_METHODS=(spex,), SUPPORTED_PER_TOKEN_ATTR_METHODS=(spex,),
+        SUPPORTED_INPUTS=(TextTemplateInput, TextTokenInput))
+    classes["SpexLLMAttributionResult"] = build(
+        "SpexLLMAttributionResult", (_SpexLLMResultMethods, LLMAttributionResult),
+        __doc__=_RESULT_DOC)
+    return classes
 
 
 _SPEX_DOC = """SPEX (Kang et al., ICML 2025) as a Captum perturbation attribution.
@@ -401,4 +583,21 @@ _SPEX_DOC = """SPEX (Kang et al., ICML 2025) as a Captum perturbation attributio
     ``attribute(...)`` returns Shapley (or Banzhaf) values shaped like the inputs, as
     ``KernelShap`` does; ``attribute_interactions(...)`` returns the sparse spectrum of each
     example as a :class:`spex_plugins.FourierExplanation`.
+    """
+
+_LLM_DOC = """Captum's ``LLMAttribution`` with SPEX, evaluating perturbed prompts in batches.
+
+    ``SpexLLMAttribution(Spex(model, random_state=0), tokenizer, attr_target="log_prob")``, as
+    ``LLMAttribution(FeatureAblation(model), tokenizer)`` (a bare model gets ``Spex(model)``).
+    ``attribute(inp, target, ...)`` takes a ``TextTokenInput`` / ``TextTemplateInput``, scores
+    the target by teacher forcing (whole target per forward pass, ``perturbations_per_eval``
+    prompts per pass) and returns a :class:`SpexLLMAttributionResult`, so ``plot_token_attr``
+    and ``plot_seq_attr`` work as with Captum's methods.
+    """
+
+_RESULT_DOC = """Captum's ``LLMAttributionResult`` plus the SPEX ``explanation``.
+
+    ``explanation`` is a :class:`spex_plugins.FourierExplanation` over the interpretable
+    features (``metadata["feature_names"]``); output 0 is the whole target, output 1 + j target
+    token j. ``interactions(index, order, output)`` reads it with feature names as keys.
     """

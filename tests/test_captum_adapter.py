@@ -23,7 +23,12 @@ def sc():
     pytest.importorskip("captum", reason=SKIP_REASON)
     import spex_plugins.captum as module
 
-    return module
+    # Tiny models on a shared 2-core machine: one intra-op thread avoids spin-wait contention
+    # (a 2-thread forward pass of the tiny LMs below can take 100x longer under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield module
+    torch.set_num_threads(threads)
 
 
 # --- a small model with exactly sparse interactions ------------------------------------------
@@ -270,3 +275,157 @@ def test_bad_input_errors(sc):
 
     with pytest.raises(ValueError, match=r"non-finite outputs .* players \[0"):
         sc.Spex(unstable, random_state=0).attribute((x, z), feature_mask=good)
+
+
+# --- LLM attribution ---------------------------------------------------------------------------
+
+CORPUS = ["Dave lives in Palm Coast, FL and is a lawyer. His personal interests include golf.",
+          "The capital of France is Paris, and the battery stopped working after two days.",
+          "The movie was not very good but the acting was great."] * 10
+TARGET = " playing golf"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A byte-level BPE tokenizer trained here in well under a second, with a BOS token."""
+    pytest.importorskip("transformers", reason="the LLM tests need transformers")
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=320, min_frequency=1,
+                            special_tokens=["<s>", "</s>", "<pad>", "<unk>"], show_progress=False)
+    bpe.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>",
+                                   eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
+def tiny_lm(kind, vocab_size):
+    """A tiny randomly initialised causal LM from a Llama or GPT-2 config."""
+    import transformers
+
+    torch.manual_seed(0)
+    ids = dict(bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    if kind == "llama":
+        config = transformers.LlamaConfig(
+            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128, **ids)
+        return transformers.LlamaForCausalLM(config).eval()
+    config = transformers.GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2,
+                                     n_positions=128, **ids)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture(scope="module")
+def causal_lm(tokenizer):
+    return tiny_lm("llama", len(tokenizer))
+
+
+def template_input():
+    from captum.attr import TextTemplateInput
+
+    return TextTemplateInput("{} lives in {}, {} and is a {}. His personal interests include",
+                             values=["Dave", "Palm Coast", "FL", "lawyer"],
+                             baselines=["Sarah", "Seattle", "WA", "doctor"])
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_batched_log_probs_equal_captums_unbatched_forward(sc, tokenizer, kind):
+    """Our padded batches score each perturbed prompt as Captum's one-prompt forward does."""
+    from captum.attr import FeatureAblation, LLMAttribution, TextTokenInput
+
+    causal_lm = tiny_lm(kind, len(tokenizer))
+    ours = sc.SpexLLMAttribution(sc.Spex(causal_lm), tokenizer)
+    captum = LLMAttribution(FeatureAblation(causal_lm), tokenizer)
+    target = torch.tensor(tokenizer.encode(TARGET, add_special_tokens=False))
+    words = template_input()  # deletion-free, but prompts of different lengths
+    tokens = TextTokenInput("Dave lives in Palm Coast.", tokenizer, skip_tokens=["<s>"],
+                            baselines="<unk>")
+    rng = np.random.default_rng(0)
+    for inp in (words, tokens):
+        masks = rng.random((9, inp.n_itp_features)) < 0.5
+        masks[0] = True
+        got = ours._log_probs(inp, masks, target, batch_size=4)  # (9, 1 + T)
+        assert len({len(p) for p in ours._prompts(inp, masks)}) > 1 or inp is tokens
+        for row, mask in enumerate(masks):
+            perturbed = torch.from_numpy(mask[None]).long()
+            by_seq = captum._forward_func(perturbed, inp, target, forward_in_tokens=False)
+            np.testing.assert_allclose(got[row], by_seq.reshape(-1).numpy(), atol=1e-5)
+        by_tokens = captum._forward_func(torch.from_numpy(masks[1:2]).long(), inp, target,
+                                         use_cached_outputs=False)
+        np.testing.assert_allclose(got[1], by_tokens.reshape(-1).numpy(), atol=1e-5)
+
+
+def test_llm_attribution_equals_captums_exact_shapley_values(sc, tokenizer, causal_lm):
+    """4 template features: SPEX sees all 16 prompts, so it matches Captum's ShapleyValues."""
+    from captum.attr import LLMAttribution, ShapleyValues
+
+    inp = template_input()
+    ours = sc.SpexLLMAttribution(sc.Spex(causal_lm, random_state=0), tokenizer).attribute(
+        inp, target=TARGET, perturbations_per_eval=5)
+    exact = LLMAttribution(ShapleyValues(causal_lm), tokenizer).attribute(
+        inp, target=TARGET, forward_in_tokens=False)
+    assert isinstance(ours, sc.SpexLLMAttributionResult)
+    assert ours.output_tokens == exact.output_tokens and ours.input_tokens == exact.input_tokens
+    torch.testing.assert_close(ours.seq_attr, exact.seq_attr, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.token_attr, exact.token_attr, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.token_attr.sum(0), ours.seq_attr, atol=1e-5, rtol=0)
+    e = ours.explanation
+    assert e.n == 4 and e.n_outputs == 1 + len(ours.output_tokens) and e.n_model_calls == 16
+    assert e.metadata["feature_names"] == ["Dave", "Palm Coast", "FL", "lawyer"]
+    full = np.exp(e.output(0).predict(np.ones((1, 4), bool)))  # surrogate at the full prompt
+    np.testing.assert_allclose(full, ours.output_probs.double().prod().numpy(), rtol=1e-4)
+
+
+def test_llm_result_plots_and_covers_every_feature(sc, tokenizer, causal_lm):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from captum.attr import TextTemplateInput, TextTokenInput
+
+    grouped = TextTemplateInput("{} {} lives in {}, {}.", values=["Dave", "Smith", "Palm", "FL"],
+                                mask=[0, 0, 1, 2])  # "Dave Smith" is one feature
+    tokens = TextTokenInput("Dave lives in Palm Coast.", tokenizer, skip_tokens=["<s>"],
+                            baselines="<unk>")
+    llm = sc.SpexLLMAttribution(sc.Spex(causal_lm, max_order=2, random_state=0), tokenizer,
+                                attr_target="prob")
+    for inp, n_inputs in ((grouped, 4), (tokens, tokens.n_itp_features)):
+        result = llm.attribute(inp, target=TARGET, n_samples=300, perturbations_per_eval=32)
+        n_targets = len(result.output_tokens)
+        assert result.seq_attr.shape == (n_inputs,) and len(result.input_tokens) == n_inputs
+        assert result.token_attr.shape == (n_targets, n_inputs)
+        assert torch.isfinite(result.token_attr).all() and (result.seq_attr != 0).all()
+        fig, ax = result.plot_token_attr()
+        assert len(ax.get_xticklabels()) == n_inputs and len(ax.get_yticklabels()) == n_targets
+        fig2, ax2 = result.plot_seq_attr()
+        assert len(ax2.get_xticklabels()) == n_inputs
+        plt.close(fig)
+        plt.close(fig2)
+        if inp is grouped:  # "Dave" and "Smith" form one feature: equal attributions
+            assert result.seq_attr[0] == result.seq_attr[1]
+            assert result.explanation.metadata["feature_names"] == ["Dave Smith", "Palm", "FL"]
+    assert result.explanation.n == n_inputs > 4
+    pairs = result.interactions("FSII", order=2, output=1)
+    assert all(isinstance(name, str) for key in pairs for name in key)
+    assert {len(key) for key in pairs} <= {0, 1, 2} and len(pairs) > n_inputs
+
+
+def test_llm_bad_input(sc, tokenizer, causal_lm):
+    from captum.attr import FeatureAblation
+
+    inp = template_input()
+    llm = sc.SpexLLMAttribution(causal_lm, tokenizer)
+    with pytest.raises(TypeError, match="Captum's own methods go to LLMAttribution"):
+        sc.SpexLLMAttribution(FeatureAblation(causal_lm), tokenizer)
+    with pytest.raises(ValueError, match="attr_target"):
+        sc.SpexLLMAttribution(causal_lm, tokenizer, attr_target="logit")
+    with pytest.raises(ValueError, match="num_trials must be 1"):
+        llm.attribute(inp, target=TARGET, num_trials=3)
+    with pytest.raises(TypeError, match="supports TextTemplateInput, TextTokenInput"):
+        llm.attribute("Dave lives in Palm Coast", target=TARGET)
+    with pytest.raises(ValueError, match="below the minimum SPEX budget"):
+        llm.attribute(inp, target=TARGET, n_samples=50)
+    with pytest.raises(ValueError, match="perturbations_per_eval"):
+        llm.attribute(inp, target=TARGET, perturbations_per_eval=0)
