@@ -79,6 +79,25 @@ def _main_effects(spectrum: FourierExplanation) -> np.ndarray:
     return effects[:, 0] if spectrum.metadata.get("scalar_output") else effects
 
 
+def _delta_encode(masks: np.ndarray, noop: int) -> np.ndarray:
+    """SHAP's delta-mask code for a sequence of bool masks (m, M), starting from all False.
+
+    Per mask: every flipped input but the last as ``-(i + 1)``, the last as ``i``, and ``noop``
+    when nothing changes (the encoding ``MaskedModel`` and delta-masking maskers read).
+    """
+    previous = np.zeros_like(masks)
+    previous[1:] = masks[:-1]
+    rows, cols = np.nonzero(masks ^ previous)
+    counts = np.bincount(rows, minlength=len(masks))
+    lengths = np.maximum(counts, 1)
+    ends = np.cumsum(lengths)
+    codes = np.full(ends[-1], noop, dtype=np.int64)
+    rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    last = rank == counts[rows] - 1
+    codes[ends[rows] - lengths[rows] + rank] = np.where(last, cols, -cols - 1)
+    return codes
+
+
 def _pack(arrays: list[np.ndarray]) -> np.ndarray:
     """Rows of equal shape stacked; ragged rows (texts of different lengths) as an object array."""
     if len({a.shape for a in arrays}) == 1:
@@ -270,12 +289,22 @@ def _build_class():
             budget = (sample_count(n, spex.max_order, spex.n_groups, AUTO_B)
                       if max_evals == "auto" else max_evals)
 
+            delta = getattr(self.masker, "supports_delta_masking", False)
+
             def value_function(masks: np.ndarray) -> np.ndarray:
                 full = np.zeros((len(masks), n_features), dtype=bool)
                 full[:, players] = masks
+                if delta:  # the masker's vectorised path, as SHAP's permutation explainer uses
+                    codes = _delta_encode(full, MaskedModel.delta_mask_noop_value)
+                    return fm(codes, zero_index=0, batch_size=batch_size)
                 return fm(full, batch_size=batch_size)
 
-            result = spex.explain(value_function, n, budget, progress=not silent)
+            # delta masking builds every masked background row of a call at once: cap the
+            # masks per call at about 2^24 masked values
+            rows = np.prod(getattr(self.masker, "shape", (1, n_features))) if delta else 0
+            chunk = max(1, (1 << 24) // max(1, int(rows))) if delta else None
+            result = spex.explain(value_function, n, budget, batch_size=chunk,
+                                  progress=not silent)
             locations = np.where(result.locations >= 0, players[result.locations], -1)
             metadata = dict(result.metadata, **metadata)
             return FourierExplanation(n_features, locations, result.coefficients,
