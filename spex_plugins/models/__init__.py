@@ -17,7 +17,10 @@ __all__ = [
     "CachedValueFunction",
     "CausalLMLogProb",
     "EmbeddingSimilarity",
+    "ImagePatches",
     "MaskedValueFunction",
+    "TabularValueFunction",
+    "TextClassification",
     "TokenizedText",
     "default_cache_dir",
     "load_offline_minilm",
@@ -32,6 +35,9 @@ _LAZY = {
     "load_offline_minilm": "embedding",
     "CausalLMLogProb": "llm",
     "teacher_forced_log_probs": "llm",
+    "TextClassification": "classification",
+    "TabularValueFunction": "tabular",
+    "ImagePatches": "image",
 }
 
 
