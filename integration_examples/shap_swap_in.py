@@ -53,17 +53,22 @@ def held_out_r2(explainer, row, explanation, spectrum=None, seed=0) -> float:
     return 1 - ((truth - pred) ** 2).sum() / ((truth - truth.mean()) ** 2).sum()
 
 
+def unique_names(names) -> list[str]:
+    """Token names with the position appended where a token occurs more than once."""
+    stripped = [n.strip() or "[special]" for n in names]
+    return [f"{n}@{i}" if stripped.count(n) > 1 else n for i, n in enumerate(stripped)]
+
+
 def top(names, values, k=5) -> str:
     order = np.argsort(-np.abs(values))[:k]
-    return ", ".join(f"{names[i].strip() or '[special]'} {values[i]:+.4f}" for i in order)
+    return ", ".join(f"{names[i]} {values[i]:+.4f}" for i in order)
 
 
 def top_pairs(names, spectrum, k=5) -> str:
     pairs = spectrum.interactions("STII", 2)
     items = sorted(((s, np.ravel(v)[-1]) for s, v in pairs.items() if len(s) == 2),
                    key=lambda item: -abs(item[1]))[:k]
-    return ", ".join(f"({names[i].strip()}, {names[j].strip()}) {v:+.4f}"
-                     for (i, j), v in items)
+    return ", ".join(f"({names[i]}, {names[j]}) {v:+.4f}" for (i, j), v in items)
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -99,7 +104,7 @@ def text_workflow():
     shap_seconds = time.perf_counter() - began
     # ----------------------------------------------------------------------------------------------
 
-    names = list(ours.feature_names[0])
+    names = unique_names(ours.feature_names[0])
     print(f"\n== text ({len(names) - 2} tokens, output POSITIVE, {calls} model calls each)")
     print(f"shap {type(explainer).__name__}: {top(names, theirs.values[0][:, 1])}")
     print(f"SpexExplainer:      {top(names, ours.values[0][:, 1])}")
@@ -126,6 +131,7 @@ def tabular_workflow():
 
     # --- the existing SHAP code -----------------------------------------------------------------
     spex = SpexExplainer(model.predict_proba, masker, feature_names=names, random_state=0)
+    spex(rows[:1], silent=True)  # warm-up: numba/galois compilation is not timed
     began = time.perf_counter()
     ours = spex(rows)
     spex_seconds = time.perf_counter() - began

@@ -299,10 +299,12 @@ def _build_class():
                     return fm(codes, zero_index=0, batch_size=batch_size)
                 return fm(full, batch_size=batch_size)
 
-            # delta masking builds every masked background row of a call at once: cap the
-            # masks per call at about 2^24 masked values
-            rows = np.prod(getattr(self.masker, "shape", (1, n_features))) if delta else 0
-            chunk = max(1, (1 << 24) // max(1, int(rows))) if delta else None
+            if delta:  # every masked background row of a call is built at once: cap the
+                # masks per call at about 2^24 masked values
+                rows = int(np.prod(getattr(self.masker, "shape", (1, n_features))))
+                chunk = max(1, (1 << 24) // max(1, rows))
+            else:  # MaskedModel batches by batch_size; chunks of 8 batches keep progress moving
+                chunk = 8 * int(batch_size)
             result = spex.explain(value_function, n, budget, batch_size=chunk,
                                   progress=not silent)
             locations = np.where(result.locations >= 0, players[result.locations], -1)
