@@ -235,6 +235,20 @@ def test_bad_input_gives_clear_errors(tabular):
         SpexExplainer(sparse_model, background, max_evals=10)
 
 
+def test_delta_encoding_round_trips_through_shap():
+    from shap.utils._masked_model import _convert_delta_mask_to_full
+
+    from spex_plugins.shap import _delta_encode
+
+    rng = np.random.default_rng(2)
+    masks = rng.random((40, 9)) < 0.5
+    masks[[0, 7, 8]] = [np.zeros(9, bool), masks[6], masks[6]]  # no-op rows, repeats
+    codes = _delta_encode(masks, shap.utils.MaskedModel.delta_mask_noop_value)
+    decoded = np.zeros_like(masks)
+    _convert_delta_mask_to_full(codes, decoded)
+    np.testing.assert_array_equal(decoded, masks)
+
+
 def test_importing_the_module_does_not_import_shap():
     code = ("import sys, spex_plugins.shap as m; assert 'shap' not in sys.modules; "
             "m.SpexExplainer; assert 'shap' in sys.modules")
