@@ -220,7 +220,9 @@ def test_multi_row_multi_output_shapes_match_permutation(tabular):
     assert one.values.shape == (1, 8, 8)
 
 
-def test_bad_input_gives_clear_errors(tabular):
+def test_bad_input_gives_clear_errors(tabular, monkeypatch):
+    import spex_plugins.shap as adapter
+
     background, x = tabular
     explainer = SpexExplainer(sparse_model, background, max_order=5)
     with pytest.raises(ValueError, match=r"below the minimum SPEX budget of 504"):
@@ -231,8 +233,13 @@ def test_bad_input_gives_clear_errors(tabular):
         explainer(x[:1], interactions=3)
     with pytest.raises(ValueError, match="outputs= is not supported"):
         explainer(x[:1], outputs=[0])
+    with pytest.raises(ValueError, match="error_bounds is not available"):
+        explainer(x[:1], error_bounds=True)
     with pytest.raises(TypeError):
         SpexExplainer(sparse_model, background, max_evals=10)
+    monkeypatch.setattr(adapter, "MAX_INTERACTION_FEATURES", 4)
+    with pytest.raises(ValueError, match=r"at most 4 features, got M=8"):
+        explainer(x[:1], max_evals=600, silent=True, interactions=True)
 
 
 def test_delta_encoding_round_trips_through_shap():
