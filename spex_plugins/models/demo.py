@@ -120,9 +120,13 @@ def run_demo(settings: DemoSettings) -> dict:
          f"held-out R^2 on {n_test} random masks: {spex_r2:.3f}")
 
     _say("\nTop interactions (Moebius: joint effect beyond the subsets):")
-    for subset, v in top_interactions(explanation, 8):
+    interactions = top_interactions(explanation, 8)
+    for subset, v in interactions:
         words = " + ".join(f"[{i}] {value.features[i]}" for i in subset)
         _say(f"  {v:+.4f}  {words}")
+    if not interactions:
+        _say("  none above the noise floor at this budget: the output is close to additive in "
+             "these features (raise --b or --max-order for a finer search)")
     shapley = np.asarray(explanation.shapley_values()).reshape(-1)
     _say("Top features by Shapley value:")
     for i in np.argsort(-np.abs(shapley))[:8]:
