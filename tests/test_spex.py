@@ -52,6 +52,21 @@ def test_exact_recovery_of_sparse_low_degree_functions(n, n_terms, b, decoder, r
     assert explanation.r2(test, f(test)) == pytest.approx(1.0, abs=1e-12)
 
 
+@pytest.mark.parametrize(("n", "n_terms", "b"), [(7, 12, 4), (10, 20, 4), (12, 25, 5)])
+def test_exact_recovery_with_few_bins_per_term(n, n_terms, b):
+    # many multitons: the noise floor must not mistake dominated multitons for noise
+    for seed in range(4):
+        f, truth = sparse_function(n, n_terms, max_degree=3, seed=seed)
+        for random_state in range(3):
+            explanation = SPEX(max_order=3, b=b, random_state=random_state).explain(
+                f, n, progress=False)
+            got = explanation.fourier()
+            for k, value in truth.items():
+                assert got.get(k, 0.0) == pytest.approx(value, abs=1e-8), (seed, k)
+            # least squares up to round-off: the penalty is negligible against N
+            assert explanation.metadata["ridge_penalty"][0] < 1e-9 * explanation.n_samples
+
+
 def test_soft_decoding_recovers_more_than_hard_under_noise():
     n, noise = 500, 3.0
     f, truth = sparse_function(n, 100, seed=5)

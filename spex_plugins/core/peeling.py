@@ -109,7 +109,10 @@ def peel(
 def _noise_variance(bins: np.ndarray, design: SubsampleDesign, codes: np.ndarray) -> float:
     """Per-entry noise variance of the bins, from the residuals of hard-decoded singletons.
 
-    Returns 0 when fewer than 5 bins verify as singletons (nothing to estimate from).
+    Some bins that verify are multitons dominated by one term (their residual is the other
+    terms, not noise), so the estimate uses the lower quartile of the residual variances,
+    divided by the lower-quartile-to-mean ratio of a chi-square with P - 1 degrees of freedom
+    (normal approximation). Returns 0 when fewer than 5 bins verify as singletons.
     """
     group, j = np.nonzero((bins ** 2).sum(axis=1) > 0)
     y = bins[group, :, j]
@@ -120,8 +123,10 @@ def _noise_variance(bins: np.ndarray, design: SubsampleDesign, codes: np.ndarray
         return 0.0
     signatures = design.signatures(decoded.support[ok])
     rho = _project(y[ok], signatures)
-    left = ((y[ok] - rho[:, None] * signatures) ** 2).sum(axis=1) / (y.shape[1] - 1)
-    return float(np.median(left))
+    dof = y.shape[1] - 1
+    left = ((y[ok] - rho[:, None] * signatures) ** 2).sum(axis=1) / dof
+    lower_quartile_ratio = max(0.25, 1 - 0.674 * np.sqrt(2 / dof))
+    return float(np.quantile(left, 0.25)) / lower_quartile_ratio
 
 
 def _project(y: np.ndarray, signatures: np.ndarray) -> np.ndarray:
