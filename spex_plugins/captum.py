@@ -491,12 +491,16 @@ class _SpexLLMMethods:
         return np.exp(values) if self.attr_target == "prob" else values
 
     def _pretty_tokens(self, target_tokens) -> list[str]:
+        """Target token labels as Captum makes them (raw tokens where its helper fails)."""
         from captum.attr._core import llm_attr
 
         pretty = getattr(llm_attr, "_convert_ids_to_pretty_tokens", None)
         if pretty is not None:
-            return list(pretty(target_tokens, self.tokenizer))
-        return list(self.tokenizer.convert_ids_to_tokens(target_tokens.tolist()))
+            try:
+                return list(pretty(target_tokens, self.tokenizer))
+            except IndexError:  # Captum's fallback reads past the end on split byte tokens
+                pass
+        return [str(t) for t in self.tokenizer.convert_ids_to_tokens(target_tokens.tolist())]
 
 
 def _batched(inp) -> bool:

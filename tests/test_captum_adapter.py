@@ -412,6 +412,31 @@ def test_llm_result_plots_and_covers_every_feature(sc, tokenizer, causal_lm):
     assert {len(key) for key in pairs} <= {0, 1, 2} and len(pairs) > n_inputs
 
 
+@pytest.mark.filterwarnings("ignore:.*Skipping this token:UserWarning",
+                            "ignore:Pretty tokens length:UserWarning")  # Captum's token labels
+def test_llm_forward_passes_are_batched_and_targets_take_every_form(sc, tokenizer, causal_lm):
+    """One forward pass per perturbations_per_eval prompts; target as text, ids or generated."""
+    inp = template_input()
+    shapes = []
+    hook = causal_lm.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+        with_kwargs=True)
+    try:
+        llm = sc.SpexLLMAttribution(sc.Spex(causal_lm, random_state=0), tokenizer)
+        by_text = llm.attribute(inp, target=TARGET, perturbations_per_eval=6)
+    finally:
+        hook.remove()
+    n_targets = len(by_text.output_tokens)
+    # 16 distinct prompts in batches of 6, then the unmasked prompt for output_probs
+    assert [rows for rows, _ in shapes] == [6, 6, 4, 1]
+    assert all(width > n_targets for _, width in shapes)  # prompt + whole target per pass
+    ids = torch.tensor(tokenizer.encode(TARGET, add_special_tokens=False))
+    by_ids = llm.attribute(inp, target=ids, perturbations_per_eval=6)
+    torch.testing.assert_close(by_ids.token_attr, by_text.token_attr)
+    generated = llm.attribute(inp, gen_args={"max_new_tokens": 3, "do_sample": False})
+    assert len(generated.output_tokens) == generated.token_attr.shape[0] == 3
+
+
 def test_llm_bad_input(sc, tokenizer, causal_lm):
     from captum.attr import FeatureAblation
 
