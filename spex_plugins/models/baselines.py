@@ -87,7 +87,7 @@ def _and_basis(values) -> Callable[[np.ndarray], np.ndarray]:
     return predict
 
 
-def _shap_permutation(f: CallCounter, n: int, budget: int, seed: int):
+def _shap_permutation(f: CallCounter, n: int, budget: int, seed: int, max_order: int):
     import shap
 
     masker = shap.maskers.Independent(np.zeros((1, n)), max_samples=1)
@@ -96,7 +96,7 @@ def _shap_permutation(f: CallCounter, n: int, budget: int, seed: int):
     return _additive(float(np.ravel(result.base_values)[0]), result.values[0])
 
 
-def _captum_kernel_shap(f: CallCounter, n: int, budget: int, seed: int):
+def _captum_kernel_shap(f: CallCounter, n: int, budget: int, seed: int, max_order: int):
     import torch
     from captum.attr import KernelShap
 
@@ -111,14 +111,14 @@ def _captum_kernel_shap(f: CallCounter, n: int, budget: int, seed: int):
     return _additive(float(f(np.zeros((1, n)))[0]), phi.numpy())
 
 
-def _shapiq_fbii(f: CallCounter, n: int, budget: int, seed: int):
+def _shapiq_fbii(f: CallCounter, n: int, budget: int, seed: int, max_order: int):
     import shapiq
 
     approximator = shapiq.approximator.RegressionFBII(n, max_order=1, random_state=seed)
     return _and_basis(approximator.approximate(budget, f))
 
 
-def _shapiq_spex(f: CallCounter, n: int, budget: int, seed: int, max_order: int = 3):
+def _shapiq_spex(f: CallCounter, n: int, budget: int, seed: int, max_order: int):
     import shapiq
 
     np.random.seed(seed)  # shapiq's SPEX draws its design from numpy's global generator
@@ -136,15 +136,16 @@ BASELINES = {
 
 
 def run_baseline(name: str, value_function: Callable[[np.ndarray], np.ndarray], n: int,
-                 budget: int, seed: int = 0) -> BaselineResult:
-    """Run the baseline ``name`` (a key of :data:`BASELINES`) with ``budget`` model calls."""
+                 budget: int, seed: int = 0, max_order: int = 3) -> BaselineResult:
+    """Run the baseline ``name`` (a key of :data:`BASELINES`) with ``budget`` model calls;
+    ``max_order`` is the degree of the interaction methods (shapiq's SPEX)."""
     module, method = BASELINES[name]
     if importlib.util.find_spec(module) is None:
         return BaselineResult(name, False, f"{module} is not installed")
     counter = CallCounter(value_function)
     began = time.perf_counter()
     try:
-        predict = method(counter, n, budget, seed)
+        predict = method(counter, n, budget, seed, max_order)
     except ImportError as error:
         return BaselineResult(name, False, f"{module} could not be imported: {error}")
     seconds = time.perf_counter() - began

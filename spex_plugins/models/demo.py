@@ -11,6 +11,7 @@ re-run takes seconds and an interrupted run resumes.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -69,6 +70,23 @@ def _cache_path(settings: DemoSettings, key: str) -> str | None:
         return settings.cache
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return os.path.join(default_cache_dir(), f"demo-{digest}.cache")
+
+
+def _load_rows(cache: str | None) -> dict:
+    """Baseline rows stored next to the model-output cache by an earlier run."""
+    if cache is None or not os.path.exists(cache + ".results.json"):
+        return {}
+    with open(cache + ".results.json", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _save_rows(cache: str | None, rows: dict) -> None:
+    if cache is None:
+        return
+    tmp = f"{cache}.results.json.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(rows, fh, indent=1)
+    os.replace(tmp, cache + ".results.json")
 
 
 def _say(message: str = "") -> None:
@@ -142,10 +160,16 @@ def run_demo(settings: DemoSettings) -> dict:
         skipped = [name for name in BASELINES if name not in names]
         notes.append(f"Quick mode: the first {QUICK_SENTENCES} sentences, small budget; not run: "
                      + ", ".join(skipped) + ".")
+    stored_rows = _load_rows(path)
     for name in names:
+        key = f"{name}|{calls}|{t}|{settings.seed}|{n_test}"
+        if key in stored_rows:
+            rows.append(stored_rows[key])
+            _say(f"{name}: result from the cache (measured on the first run)")
+            continue
         _say(f"running {name} with {calls:,} model calls ...")
         try:
-            result = run_baseline(name, f, n, calls, seed=settings.seed)
+            result = run_baseline(name, f, n, calls, seed=settings.seed, max_order=t)
         except ValueError as error:  # e.g. a budget below the method's minimum
             notes.append(f"{name}: could not run at {calls:,} calls ({error}).")
             rows.append({"method": name, "model calls": "-", "held-out R^2": "-",
@@ -160,6 +184,12 @@ def run_demo(settings: DemoSettings) -> dict:
                      "held-out R^2": f"{r2_score(truth, result.predict(test)):.3f}",
                      "wall time (s)": f"{result.seconds:.1f}",
                      "time excl. model (s)": f"{result.seconds - result.model_seconds:.2f}"})
+        stored_rows[key] = rows[-1]
+        _save_rows(path, stored_rows)
+    notes.append("Shapley-value rows predict with f(empty) + sum_i phi_i x_i (exact at the "
+                 "empty and full masks, not fitted to random masks); Faith-Banzhaf and SPEX "
+                 "rows predict with their own surrogates. Baseline rows of a re-run come from "
+                 "the result cache next to the model-output cache, with the first run's times.")
     _say("\nComparison at the same number of model calls (R^2 on the same held-out masks):")
     _say(_markdown(rows))
     for note in notes:
