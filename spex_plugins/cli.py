@@ -94,7 +94,7 @@ def explain(args: argparse.Namespace) -> int:
                                                  else "the unmasked text")}[args.task]
     print(f"explaining {what} of {args.model}: n = {n} {args.granularity}s", flush=True)
     explanation = SPEX(max_order=args.max_order, random_state=args.seed).explain(
-        f, n, budget=args.budget, progress=not args.quiet)
+        f, n, budget=args.budget, batch_size=64, progress=not args.quiet)
     test = np.random.default_rng(args.seed + 1).random((args.test, n)) < 0.5
     r2 = explanation.r2(test, np.asarray(f(test), dtype=np.float64)) if args.test else None
     print(f"{explanation.n_model_calls:,} model calls, b = {explanation.metadata['b']}"

@@ -127,7 +127,7 @@ def run_demo(settings: DemoSettings) -> dict:
 
     t = min(settings.max_order, 2) if settings.quick else settings.max_order
     spex = SPEX(max_order=t, b=settings.b, random_state=settings.seed)
-    explanation = spex.explain(f, n, progress=settings.progress)
+    explanation = spex.explain(f, n, batch_size=64, progress=settings.progress)  # live bar
     calls = explanation.n_model_calls
     n_test = min(settings.n_test, 60) if settings.quick else settings.n_test
     test = np.random.default_rng(settings.seed + 12345).random((n_test, n)) < 0.5
