@@ -86,3 +86,22 @@ def test_chase_recovers_words_hard_decoding_misses():
                             for i, k in enumerate(supports)])
     assert chase_right.sum() >= hard_right.sum() + 20
     assert (chase_right | ~hard_right).all()  # never loses a word hard decoding got right
+
+
+def test_primitive_polynomials_are_galois_bch_defaults():
+    galois = pytest.importorskip("galois")
+    from spex_plugins.core.bch import PRIMITIVE_POLYS
+
+    for m, poly in PRIMITIVE_POLYS.items():
+        assert int(galois.matlab_primitive_poly(2, m)) == poly, m
+
+
+def test_engine_does_not_import_galois():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from spex_plugins import SPEX; "
+            "SPEX(b=3).explain(lambda m: m.sum(1) * 1.0, 20, progress=False); "
+            "print('galois' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

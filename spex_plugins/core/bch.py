@@ -8,7 +8,9 @@ The code is the narrow-sense primitive binary BCH code of length ``2^m - 1`` and
 distance ``2t + 1`` with the smallest ``m`` whose dimension is at least ``n``, shortened to
 ``n`` message bits, in galois's systematic convention (``G = [I | Pi]``; the ``n`` features sit
 in the last ``n`` message positions). The field is the one ``galois.BCH`` uses: ``GF(2^m)`` modulo
-``galois.matlab_primitive_poly(2, m)``.
+``galois.matlab_primitive_poly(2, m)``, tabulated below (asking galois at run time compiles numba
+code and starts numba's thread pool, which makes small torch models in the same process 5-10x
+slower); the test-suite checks the table against galois.
 Building ``galois.BCH`` itself costs 6-12 s of numba compilation per process, so the generator
 polynomial and parity matrix are derived here with table arithmetic in that same field; the
 test-suite checks them against ``galois.BCH`` bit for bit.
@@ -69,12 +71,18 @@ def code_parameters(n: int, t: int) -> tuple[int, int, int]:
     raise ValueError(f"no binary BCH code of length < 2^{_MAX_M} carries n={n} bits at t={t}")
 
 
+PRIMITIVE_POLYS = {
+    2: 0x7, 3: 0xB, 4: 0x13, 5: 0x25, 6: 0x43, 7: 0x89, 8: 0x11D, 9: 0x211, 10: 0x409,
+    11: 0x805, 12: 0x1053, 13: 0x201B, 14: 0x4443, 15: 0x8003, 16: 0x1100B, 17: 0x20009,
+    18: 0x40027, 19: 0x80027, 20: 0x100009,
+}
+"""``galois.matlab_primitive_poly(2, m)`` as an integer (bit d = coefficient of x^d)."""
+
+
 @functools.cache
 def _field_tables(m: int) -> tuple[np.ndarray, np.ndarray]:
-    """exp (length 2q, doubled) and log tables of galois's GF(2^m)."""
-    import galois  # the field definition comes from galois
-
-    poly = int(galois.matlab_primitive_poly(2, m))
+    """exp (length 2q, doubled) and log tables of GF(2^m) as galois.BCH defines it."""
+    poly = PRIMITIVE_POLYS[m]
     q = (1 << m) - 1
     exp = np.zeros(2 * q, dtype=np.int64)
     x = 1
