@@ -21,20 +21,13 @@ masks (+1 for the unmasked prompt). Run:
 
     .venv/bin/python benchmarks/llm_batching.py --out benchmarks/results/llm_batching.json
     .venv/bin/python benchmarks/llm_batching.py --hidden 256 --layers 4 --batch 16 64
-
-numba's default OpenMP thread pool, once started (galois starts it when the core looks up its
-primitive polynomial), slows small torch CPU forward passes in the same process 5-10x on the
-2-core machine; the benchmark therefore selects numba's ``workqueue`` layer (``--numba-omp``
-keeps OpenMP, to see the effect).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import sys
 import time
 
 CORPUS = [
@@ -130,14 +123,8 @@ def main() -> int:
                         help="ShapleyValueSampling permutations (n_samples)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1 is stable on a shared CPU)")
-    parser.add_argument("--numba-omp", action="store_true",
-                        help="leave numba on its default OpenMP threading layer")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
-    if "numba" in sys.modules:
-        raise RuntimeError("numba was imported before its threading layer could be chosen")
-    if not args.numba_omp:
-        os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
     import torch
 

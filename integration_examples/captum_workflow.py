@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
@@ -225,8 +224,6 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller budgets (about 1 minute)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args()
-    if "numba" not in sys.modules:  # see benchmarks/llm_batching.py: keep torch CPU passes fast
-        os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
