@@ -152,7 +152,7 @@ def main() -> None:
 def table(results: list[dict]) -> str:
     """Markdown table; ratios of own work and R^2 against the peers of the same game."""
     lines = ["| game | n | method | model calls | own work cold (s) | own work warm (s) | R^2 "
-             "| shapiq SPEX / ours (warm, cold) | R^2 ours - peer |",
+             "| peer / ours, own work (warm, cold) | R^2 ours - peer |",
              "|---|---|---|---|---|---|---|---|---|"]
     ours = {r["game"]: r for r in results if r["method"] == "spex-plugins" and "warm" in r}
     for r in results:
