@@ -223,9 +223,16 @@ class BCHCode:
         return np.where((a == 0) | (b == 0), 0, out)
 
     def _berlekamp_massey(self, syndromes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Error locator polynomials (W, 2t+1) (ascending) and their degrees L (W,)."""
+        """Error locator polynomials (W, t+1) (ascending) and their degrees L (W,).
+
+        Two savings, exact for every word that ends with L <= t (all others fail anyway, and
+        L never decreases): for a binary code S_2j = S_j^2, so the discrepancy of every second
+        step vanishes and those steps are skipped; and the polynomials never need more than
+        t + 1 coefficients.
+        """
         w, two_t = syndromes.shape
-        width = two_t + 1
+        t = self.t
+        width = t + 1
         locator = np.zeros((w, width), np.int64)
         locator[:, 0] = 1
         previous = locator.copy()
@@ -234,8 +241,11 @@ class BCHCode:
         last = np.ones(w, np.int64)
         cols = np.arange(width)[None, :]
         for step in range(two_t):
+            if step % 2:  # discrepancy of S_{2j}: zero for binary BCH codes
+                gap += 1
+                continue
             disc = syndromes[:, step].copy()
-            for i in range(1, step + 1):
+            for i in range(1, min(step, t) + 1):
                 disc ^= self._mul(locator[:, i], syndromes[:, step - i])
             nonzero = disc != 0
             scale = self._mul(disc, self._exp[(self._q - self._log[last]) % self._q])

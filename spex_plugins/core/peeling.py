@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bch import DecodedWords
 from .sampler import SubsampleDesign
 
 __all__ = ["PeelResult", "peel"]
@@ -58,7 +59,7 @@ def peel(
     n_groups, n_shifts, n_bins = residual.shape
     signal_energy = float((residual ** 2).mean(axis=1).sum(axis=1).mean())
     codes = design.bin_codes()
-    noise = _noise_variance(residual, design, codes)
+    noise, first_decode = _noise_variance(residual, design, codes)
     # a zeroton's mean energy is ~ noise * (1 +- sqrt(2/P)); a value's noise variance is noise/P
     floor = max(ZERO_TOLERANCE * signal_energy, np.finfo(float).tiny)
     bin_floor = max(floor, noise * (1 + SIGNIFICANCE * np.sqrt(2 / n_shifts)))
@@ -77,7 +78,7 @@ def peel(
             break
         y = residual[group, :, j]  # (W, P)
         support, ok = _detect(y, group, j, codes, design, decoder, depth, patterns,
-                              value_floor)
+                              value_floor, first_decode(group, j) if iterations == 1 else None)
         flagged[group, j] = False
         if not ok.any():
             break
@@ -106,27 +107,38 @@ def peel(
     return PeelResult(keys, values, iterations)
 
 
-def _noise_variance(bins: np.ndarray, design: SubsampleDesign, codes: np.ndarray) -> float:
+def _noise_variance(bins: np.ndarray, design: SubsampleDesign, codes: np.ndarray):
     """Per-entry noise variance of the bins, from the residuals of hard-decoded singletons.
 
     Some bins that verify are multitons dominated by one term (their residual is the other
     terms, not noise), so the estimate uses the lower quartile of the residual variances,
     divided by the lower-quartile-to-mean ratio of a chi-square with P - 1 degrees of freedom
-    (normal approximation). Returns 0 when fewer than 5 bins verify as singletons.
+    (normal approximation); 0 when fewer than 5 bins verify as singletons. Also returns a
+    lookup ``(group, j) -> DecodedWords`` of these hard decodes, which the first peeling
+    iteration reuses instead of decoding the same bins again.
     """
+    n_groups, _, n_bins = bins.shape
     group, j = np.nonzero((bins ** 2).sum(axis=1) > 0)
     y = bins[group, :, j]
     y0 = np.where(y[:, 0] != 0, y[:, 0], np.finfo(float).tiny)
     decoded = design.code.decode(y[:, 1:] / y0[:, None] < 0)
+    row = np.full((n_groups, n_bins), -1)
+    row[group, j] = np.arange(len(group))
+
+    def lookup(g: np.ndarray, jj: np.ndarray) -> DecodedWords:
+        rows = row[g, jj]
+        return DecodedWords(decoded.support[rows], decoded.parity_errors[rows],
+                            decoded.n_errors[rows], decoded.ok[rows])
+
     ok = decoded.ok & _verified(y, decoded.support, group, j, codes, design, 0.0)
     if ok.sum() < 5:
-        return 0.0
+        return 0.0, lookup
     signatures = design.signatures(decoded.support[ok])
     rho = _project(y[ok], signatures)
     dof = y.shape[1] - 1
     left = ((y[ok] - rho[:, None] * signatures) ** 2).sum(axis=1) / dof
     lower_quartile_ratio = max(0.25, 1 - 0.674 * np.sqrt(2 / dof))
-    return float(np.quantile(left, 0.25)) / lower_quartile_ratio
+    return float(np.quantile(left, 0.25)) / lower_quartile_ratio, lookup
 
 
 def _project(y: np.ndarray, signatures: np.ndarray) -> np.ndarray:
@@ -143,13 +155,14 @@ def _verified(y, support, group, j, codes, design, floor) -> np.ndarray:
     return in_bin & (left < RESIDUAL_CUTOFF * (y ** 2).sum(axis=1)) & (rho ** 2 > floor)
 
 
-def _detect(y, group, j, codes, design, decoder, depth, patterns, floor):
+def _detect(y, group, j, codes, design, decoder, depth, patterns, floor, hard=None):
     """Decode each bin's parity evidence; returns candidate supports (W, t) and validity."""
     code = design.code
     y0 = y[:, 0]
     safe = np.where(np.abs(y0) > 0, y0, np.finfo(float).tiny)
     soft = y[:, 1:] / safe[:, None]  # ratio of shifted to unshifted bin: +-1 for a singleton
-    hard = code.decode(soft < 0)
+    if hard is None:  # the first iteration passes the hard decodes made for the noise estimate
+        hard = code.decode(soft < 0)
     support = hard.support
     ok = hard.ok & _verified(y, support, group, j, codes, design, floor)
     if decoder == "soft" and not ok.all():
