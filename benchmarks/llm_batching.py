@@ -45,24 +45,9 @@ TARGET = " playing golf and reading emails."
 
 def build(hidden: int, layers: int, seed: int = 0):
     """(tokenizer, model): a local byte-level BPE tokenizer and a random Llama from a config."""
-    import torch
-    from tokenizers import ByteLevelBPETokenizer
-    from tokenizers.processors import TemplateProcessing
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from spex_plugins.models import tiny_causal_lm
 
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS * 10, vocab_size=400, min_frequency=1,
-                            special_tokens=["<s>", "</s>", "<pad>", "<unk>"], show_progress=False)
-    bpe.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>",
-                                        eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden,
-                         intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=max(1, hidden // 32), max_position_embeddings=256,
-                         bos_token_id=0, eos_token_id=1, pad_token_id=2)
-    config.num_key_value_heads = config.num_attention_heads
-    return tokenizer, LlamaForCausalLM(config).eval()
+    return tiny_causal_lm(CORPUS, hidden=hidden, layers=layers, seed=seed)
 
 
 def counted(inp):

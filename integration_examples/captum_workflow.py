@@ -145,26 +145,6 @@ def comparisons(kernel_shap, lime, sampling, model, calls: int, n: int):
 
 # --- 2. causal LM ------------------------------------------------------------------------------
 
-def tiny_llm(torch):
-    """(tokenizer, model): a byte-level BPE tokenizer trained here and a random Llama."""
-    from tokenizers import ByteLevelBPETokenizer
-    from tokenizers.processors import TemplateProcessing
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS * 10, vocab_size=400, min_frequency=1,
-                            special_tokens=["<s>", "</s>", "<pad>", "<unk>"], show_progress=False)
-    bpe.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>",
-                                        eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         max_position_embeddings=256, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=2)
-    return tokenizer, LlamaForCausalLM(config).eval()
-
-
 def llm_workflow(torch, max_order: int, budget: int, n_test: int) -> list[dict]:
     import matplotlib
 
@@ -178,9 +158,10 @@ def llm_workflow(torch, max_order: int, budget: int, n_test: int) -> list[dict]:
     )
 
     from spex_plugins.captum import Spex, SpexLLMAttribution
+    from spex_plugins.models import tiny_causal_lm
     from spex_plugins.models.llm import teacher_forced_log_probs
 
-    tokenizer, model = tiny_llm(torch)
+    tokenizer, model = tiny_causal_lm(CORPUS, hidden=64, layers=2, seed=0)
     inp = TextTokenInput(PROMPT, tokenizer, skip_tokens=["<s>"], baselines="<unk>")
     n = inp.n_itp_features
     target_ids = torch.tensor(tokenizer.encode(TARGET, add_special_tokens=False))

@@ -28,6 +28,7 @@ __all__ = [
     "resolve_device",
     "segment",
     "teacher_forced_log_probs",
+    "tiny_causal_lm",
 ]
 
 _LAZY = {
@@ -35,6 +36,7 @@ _LAZY = {
     "load_offline_minilm": "embedding",
     "CausalLMLogProb": "llm",
     "teacher_forced_log_probs": "llm",
+    "tiny_causal_lm": "llm",
     "TextClassification": "classification",
     "TabularValueFunction": "tabular",
     "ImagePatches": "image",

@@ -17,7 +17,7 @@ import numpy as np
 from .runtime import MaskedValueFunction, resolve_device
 from .text import TokenizedText, resolve_mask_id
 
-__all__ = ["CausalLMLogProb", "teacher_forced_log_probs"]
+__all__ = ["CausalLMLogProb", "teacher_forced_log_probs", "tiny_causal_lm"]
 
 
 def _accepts(model, name: str) -> bool:
@@ -218,3 +218,32 @@ class CausalLMLogProb(MaskedValueFunction):
             "prompt": self.prompt, "spans": self.spans, "mask": self.mask_id,
             "target": self.target_ids.tolist(), "per_token": self.per_token,
         }, sort_keys=True)
+
+
+def tiny_causal_lm(corpus: list[str], hidden: int = 64, layers: int = 2, seed: int = 0,
+                   vocab_size: int = 400):
+    """(tokenizer, model): an offline toy causal LM for examples and benchmarks.
+
+    A byte-level BPE tokenizer trained on ``corpus`` here (under a second; BOS ``<s>`` = 0,
+    EOS ``</s>`` = 1, PAD ``<pad>`` = 2) and a randomly initialised Llama built from a config
+    (``hidden`` width, ``layers`` layers, ``seed``); nothing is downloaded.
+    """
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import TemplateProcessing
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(list(corpus) * 10, vocab_size=vocab_size, min_frequency=1,
+                            special_tokens=["<s>", "</s>", "<pad>", "<unk>"], show_progress=False)
+    bpe.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>",
+                                        eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    torch.manual_seed(seed)
+    heads = max(1, hidden // 32)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden,
+                         intermediate_size=2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=heads,
+                         max_position_embeddings=256, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=2)
+    return tokenizer, LlamaForCausalLM(config).eval()
