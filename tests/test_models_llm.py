@@ -119,3 +119,18 @@ def test_chat_template_greedy_target_and_per_token(tokenizer):
     assert tokenizer.convert_ids_to_tokens(built).count("[UNK]") == 1
     assert len(built) == len(prompt_ids)
     np.testing.assert_allclose(out[1], by_hand(model, built, f.target_ids.tolist()), atol=1e-5)
+
+
+def test_tiny_causal_lm_is_offline_and_deterministic():
+    pytest.importorskip("transformers", reason="the toy causal LM needs transformers")
+    torch = pytest.importorskip("torch", reason="the toy causal LM needs torch")
+    from spex_plugins.models import tiny_causal_lm
+
+    corpus = ["The battery stopped working after two days.", "The capital of France is Paris."]
+    tokenizer, model = tiny_causal_lm(corpus, hidden=32, layers=1, seed=3)
+    _, again = tiny_causal_lm(corpus, hidden=32, layers=1, seed=3)
+    ids = tokenizer("The battery", return_tensors="pt")["input_ids"]
+    assert ids[0, 0].item() == tokenizer.bos_token_id == 0
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits, again(ids).logits)
+    assert model.config.vocab_size == len(tokenizer)
