@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from .runtime import MaskedValueFunction, resolve_device
+from .runtime import MaskedValueFunction, fingerprint, resolve_device
 
 __all__ = ["ImagePatches"]
 
@@ -110,7 +110,12 @@ class ImagePatches(MaskedValueFunction):
         return self.scores(masks)[:, self.target]
 
     def cache_key(self) -> str:
+        """JSON: the settings and fingerprints of the model (all its parameters and buffers),
+        the image, the replacement image (blur ``sigma`` or ``value``) and the patch boxes."""
         return json.dumps({"class": type(self).__name__, "model": type(self.model).__name__,
-                           "image": float(self.image.double().sum()), "grid": self.grid,
-                           "replace": self.replace, "value": self.value, "output": self.output,
-                           "target": self.target}, sort_keys=True)
+                           "model_fingerprint": fingerprint(self.model),
+                           "image": fingerprint(self.image),
+                           "replacement": fingerprint(self.replacement),
+                           "boxes": fingerprint(np.asarray(self.boxes, dtype=np.int64)),
+                           "grid": self.grid, "replace": self.replace, "value": self.value,
+                           "output": self.output, "target": self.target}, sort_keys=True)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .runtime import MaskedValueFunction
+from .runtime import MaskedValueFunction, fingerprint
 
 __all__ = ["TabularValueFunction"]
 
@@ -80,7 +80,12 @@ class TabularValueFunction(MaskedValueFunction):
         return out.reshape(len(masks), -1).mean(axis=1)
 
     def cache_key(self) -> str:
+        """JSON: the mode and output, and fingerprints of ``x``, the background rows used and
+        ``predict`` (for a bound method such as ``model.predict_proba``: the fitted model, by
+        its pickle bytes, plus the method name; see :func:`.runtime.fingerprint`)."""
         name = getattr(self.predict, "__qualname__", type(self.predict).__name__)
         return json.dumps({"class": type(self).__name__, "predict": name,
-                           "x": self.x.tolist(), "mode": self.mode, "output": self.output,
-                           "background": float(self.background.sum())}, sort_keys=True)
+                           "predict_fingerprint": fingerprint(self.predict),
+                           "x": fingerprint(self.x), "background": fingerprint(self.background),
+                           "n": self.n, "mode": self.mode, "output": self.output},
+                          sort_keys=True)
