@@ -134,3 +134,28 @@ def test_tiny_causal_lm_is_offline_and_deterministic():
     with torch.inference_mode():
         torch.testing.assert_close(model(ids).logits, again(ids).logits)
     assert model.config.vocab_size == len(tokenizer)
+
+
+def test_words_of_a_byte_level_bpe_tokenizer_keep_their_tokens():
+    """Byte-level BPE offsets include the leading space; every word must still own its token."""
+    pytest.importorskip("transformers", reason="the toy causal LM needs transformers")
+    pytest.importorskip("torch", reason="the toy causal LM needs torch")
+    import warnings
+
+    from spex_plugins.models import tiny_causal_lm
+    from spex_plugins.models.text import TokenizedText
+
+    tokenizer, _ = tiny_causal_lm(["the cat sat on the mat and the dog ran to the park"] * 5,
+                                  hidden=32, layers=1)
+    text = "the cat  sat on\nthe mat"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        words = TokenizedText(tokenizer, text, granularity="word")
+        tokens = TokenizedText(tokenizer, text, granularity="token")
+    assert words.features == ["the", "cat", "sat", "on", "the", "mat"]
+    # a token's span starts at its first visible character (whitespace-only tokens stay as is)
+    assert all(f == f.lstrip() or not f.strip() for f in tokens.features)
+    assert [f for f in tokens.features if f.strip()] == words.features
+    kept = words.kept_tokens(np.array([[True, False, True, True, True, True]]))[0]
+    assert tokenizer.decode(words.ids[kept], skip_special_tokens=True).split() == \
+        ["the", "sat", "on", "the", "mat"]

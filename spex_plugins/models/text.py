@@ -131,6 +131,13 @@ class TokenizedText:
         special = np.asarray(encoded["special_tokens_mask"], dtype=bool)
         start = offsets[:, 0] - len(prefix)
         inside = ~special & (offsets[:, 1] > offsets[:, 0]) & (start >= 0) & (start < len(text))
+        # byte-level BPE offsets include a word's leading space: start at its first visible char
+        visible = np.array([not c.isspace() for c in text] + [True])
+        first_visible = np.minimum.accumulate(
+            np.where(visible, np.arange(len(visible)), len(text))[::-1])[::-1]
+        end = offsets[:, 1] - len(prefix)
+        shifted = first_visible[start.clip(0, len(text))]
+        start = np.where(inside & (shifted < end), shifted, start)
         if granularity == "token":
             positions = np.flatnonzero(inside)
             candidate = [(int(start[i]), int(min(offsets[i, 1] - len(prefix), len(text))))
