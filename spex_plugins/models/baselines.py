@@ -6,6 +6,11 @@ into a surrogate of the value function, so that every method gets the same held-
 
 - SHAP ``PermutationExplainer`` and Captum ``KernelShap``: Shapley values phi, surrogate
   f(empty) + sum_i phi_i x_i;
+- SHAP ``PartitionExplainer``: Owen values phi over a balanced binary tree of contiguous
+  feature positions (the text-like default: neighbouring features are merged first), with the
+  same additive surrogate;
+- Captum ``Lime``: the weighted linear model Lime fits to its samples, surrogate
+  intercept + sum_i coef_i x_i;
 - shapiq ``RegressionFBII`` (order 1, Faith-Banzhaf) and shapiq ``SPEX`` (FBII of order t,
   hard decoding where selectable, to keep the demo within minutes): faithful interaction
   indices, surrogate sum_S v_S prod_{i in S} x_i.
@@ -25,7 +30,8 @@ import numpy as np
 
 from ..core.evaluation import row_keys
 
-__all__ = ["BASELINES", "BaselineResult", "CallCounter", "r2_score", "run_baseline"]
+__all__ = ["BASELINES", "BaselineResult", "CallCounter", "contiguous_clustering", "r2_score",
+           "run_baseline"]
 
 
 def r2_score(truth: np.ndarray, predicted: np.ndarray) -> float:
@@ -98,6 +104,51 @@ def _shap_permutation(f: CallCounter, n: int, budget: int, seed: int, max_order:
     return _additive(float(np.ravel(result.base_values)[0]), result.values[0])
 
 
+def contiguous_clustering(n: int) -> np.ndarray:
+    """A scipy linkage matrix ((n - 1, 4): left, right, distance, size) of a balanced binary
+    tree over the positions 0..n-1 in which every cluster is a contiguous run of positions.
+
+    Runs are halved recursively; a merge's distance is the spread of its positions (last -
+    first), the distance complete linkage on the positions gives two adjacent runs, so the
+    rows sorted by distance form a valid, monotonic linkage (children before parents)."""
+    if n < 2:
+        raise ValueError(f"a clustering needs at least 2 features, got n = {n}")
+    merges: list[tuple[int, int, int, int]] = []  # (left, right, spread, size); ids < 0: merges
+
+    def build(first: int, stop: int) -> int:
+        if stop - first == 1:
+            return first
+        middle = (first + stop) // 2
+        left, right = build(first, middle), build(middle, stop)
+        merges.append((left, right, stop - first - 1, stop - first))
+        return -len(merges)  # merge k (0-based) is referred to as -(k + 1)
+
+    build(0, n)
+    order = sorted(range(len(merges)), key=lambda k: merges[k][2])  # stable: ties keep order
+    row_of = {k: row for row, k in enumerate(order)}
+
+    def node(ref: int) -> int:
+        return ref if ref >= 0 else n + row_of[-ref - 1]
+
+    return np.array([[node(merges[k][0]), node(merges[k][1]), merges[k][2], merges[k][3]]
+                     for k in order], dtype=np.float64)
+
+
+def _shap_partition(f: CallCounter, n: int, budget: int, seed: int, max_order: int):
+    import shap
+
+    masker = shap.maskers.Partition(np.zeros((1, n)), max_samples=1,
+                                    clustering=contiguous_clustering(n))
+    explainer = shap.PartitionExplainer(f, masker)
+    # PartitionExplainer takes no seed: it breaks ties in its work queue with numpy's global
+    # generator. Its max_evals counts f(empty) and f(full) and the queue is checked before
+    # each pair of masks is added, so it may ask for max_evals + 1 masks (CallCounter reports
+    # what it asked for).
+    np.random.seed(seed)
+    result = explainer(np.ones((1, n)), max_evals=budget, batch_size=64, silent=True)
+    return _additive(float(np.ravel(result.base_values)[0]), result.values[0])
+
+
 def _captum_kernel_shap(f: CallCounter, n: int, budget: int, seed: int, max_order: int):
     import torch
     from captum.attr import KernelShap
@@ -111,6 +162,37 @@ def _captum_kernel_shap(f: CallCounter, n: int, budget: int, seed: int, max_orde
                                         baselines=0.0, n_samples=budget,
                                         perturbations_per_eval=64)
     return _additive(float(f(np.zeros((1, n)))[0]), phi.numpy())
+
+
+def _captum_lime(f: CallCounter, n: int, budget: int, seed: int, max_order: int):
+    import torch
+    from captum._utils.models.linear_model import SkLearnLinearRegression
+    from captum.attr import Lime
+
+    try:  # checked here: Captum imports scikit-learn only to fit, after every model call
+        import sklearn.linear_model  # noqa: F401
+    except ImportError as error:
+        raise ImportError(f"its Lime surrogate needs scikit-learn ({error})") from error
+    torch.manual_seed(seed)
+
+    def forward(x):
+        return torch.as_tensor(f(x.detach().cpu().numpy()))
+
+    # Captum's default interpretable model, SkLearnLasso(alpha=0.01), has its penalty in the
+    # units of the output: on value functions of scale ~0.01 (cosine similarities, logits of
+    # one class) it zeroes every coefficient. Ridge's penalty does not depend on the output
+    # scale but still shrinks the coefficients at small budgets, so this fits (kernel-weighted)
+    # least squares, which the binary interpretable features (the masks themselves) make
+    # well posed once budget > n (the minimum-norm solution below that).
+    lime = Lime(forward, interpretable_model=SkLearnLinearRegression())
+    coefficients = lime.attribute(torch.ones((1, n), dtype=torch.float64), baselines=0.0,
+                                  n_samples=budget, perturbations_per_eval=64,
+                                  return_input_shape=False)
+    intercept = lime.interpretable_model.bias()
+    if intercept is None:
+        raise RuntimeError("Captum's Lime surrogate was fitted without an intercept")
+    return _additive(float(intercept.reshape(-1)[0]),
+                     coefficients.detach().cpu().numpy().reshape(-1))
 
 
 def _shapiq_fbii(f: CallCounter, n: int, budget: int, seed: int, max_order: int):
@@ -137,7 +219,9 @@ def _shapiq_spex(f: CallCounter, n: int, budget: int, seed: int, max_order: int)
 
 BASELINES = {
     "SHAP PermutationExplainer": ("shap", _shap_permutation),
+    "SHAP PartitionExplainer": ("shap", _shap_partition),
     "Captum KernelShap": ("captum", _captum_kernel_shap),
+    "Captum Lime": ("captum", _captum_lime),
     "shapiq RegressionFBII (Faith-Banzhaf, order 1)": ("shapiq", _shapiq_fbii),
     "shapiq SPEX (FBII, hard decoding)": ("shapiq", _shapiq_spex),
 }
