@@ -105,3 +105,18 @@ def test_engine_does_not_import_galois():
             "print('galois' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("n", "t"), [(16, 3), (1000, 5)])
+def test_every_single_error_position_is_located(n, t):
+    """One error anywhere (a weight-1 message or one flipped parity bit) decodes exactly."""
+    code = bch_code(n, t)
+    message_words = code.parity_bits(np.pad(np.arange(n)[:, None], ((0, 0), (0, t - 1)),
+                                            constant_values=-1))
+    parity_words = np.eye(code.n_parity, dtype=bool)
+    decoded = code.decode(np.vstack([message_words, parity_words]))
+    assert decoded.ok.all() and (decoded.n_errors == 1).all()
+    np.testing.assert_array_equal(decoded.support[:n, 0], np.arange(n))
+    assert (decoded.support[:n, 1:] == -1).all() and not decoded.parity_errors[:n].any()
+    assert (decoded.support[n:] == -1).all()
+    np.testing.assert_array_equal(decoded.parity_errors[n:], parity_words)

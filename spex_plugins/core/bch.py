@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .evaluation import unique_rows
+
 __all__ = ["BCHCode", "DecodedWords", "bch_code", "code_parameters"]
 
 _MAX_M = 20
@@ -81,18 +83,22 @@ PRIMITIVE_POLYS = {
 
 @functools.cache
 def _field_tables(m: int) -> tuple[np.ndarray, np.ndarray]:
-    """exp (length 2q, doubled) and log tables of GF(2^m) as galois.BCH defines it."""
+    """exp and log tables of GF(2^m) as galois.BCH defines it, q = 2^m - 1.
+
+    ``log[0]`` is the sentinel 2q and ``exp`` (length 4q + 1) is periodic up to 2q - 1 and zero
+    from 2q on, so ``exp[log[a] + log[b]]`` is the product a*b for all a, b, zero included.
+    """
     poly = PRIMITIVE_POLYS[m]
     q = (1 << m) - 1
-    exp = np.zeros(2 * q, dtype=np.int64)
+    exp = np.zeros(4 * q + 1, dtype=np.int64)
     x = 1
     for i in range(q):
         exp[i] = x
         x <<= 1
         if x >> m:
             x ^= poly
-    exp[q:] = exp[:q]
-    log = np.zeros(1 << m, dtype=np.int64)
+    exp[q:2 * q] = exp[:q]
+    log = np.full(1 << m, 2 * q, dtype=np.int64)
     log[exp[:q]] = np.arange(q)
     return exp, log
 
@@ -136,6 +142,11 @@ class BCHCode:
         self.parity_matrix = self._parity_matrix()
         self._syndrome_table = self._make_syndrome_table()
         self._root_table = self._make_root_table()
+        # error position (0..n-1 message, n..n+r-1 parity) of each locator's log, else -1;
+        # index 2q is log(0)
+        self._position_of_log = np.full(2 * self._q + 1, -1, np.int64)
+        self._position_of_log[self._message_log_locators()] = np.arange(self.n)
+        self._position_of_log[self._parity_log_locators()] = self.n + np.arange(self.n_parity)
 
     # --- construction -----------------------------------------------------------------
     def _poly_mul_field(self, a: list[int], b: list[int]) -> list[int]:
@@ -219,8 +230,7 @@ class BCHCode:
         return sbits @ (1 << np.arange(self.m))
 
     def _mul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        out = self._exp[self._log[a] + self._log[b]]
-        return np.where((a == 0) | (b == 0), 0, out)
+        return self._exp[self._log[a] + self._log[b]]
 
     def _berlekamp_massey(self, syndromes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Error locator polynomials (W, t+1) (ascending) and their degrees L (W,).
@@ -235,29 +245,28 @@ class BCHCode:
         width = t + 1
         locator = np.zeros((w, width), np.int64)
         locator[:, 0] = 1
-        previous = locator.copy()
+        shifted = np.zeros((w, width), np.int64)  # x^gap B(x): the last length-change locator
+        shifted[:, 1:2] = 1  # B = 1, gap = 1
         degree = np.zeros(w, np.int64)
-        gap = np.ones(w, np.int64)
-        last = np.ones(w, np.int64)
-        cols = np.arange(width)[None, :]
-        for step in range(two_t):
-            if step % 2:  # discrepancy of S_{2j}: zero for binary BCH codes
-                gap += 1
-                continue
-            disc = syndromes[:, step].copy()
-            for i in range(1, min(step, t) + 1):
-                disc ^= self._mul(locator[:, i], syndromes[:, step - i])
+        last = np.ones(w, np.int64)  # discrepancy at the last length change
+        reversed_syndromes = syndromes[:, ::-1]
+        for step in range(0, two_t, 2):
+            k = min(step, t)
+            disc = syndromes[:, step]
+            if k:  # S_step + sum_i Lambda_i S_{step-i}
+                terms = self._mul(locator[:, 1:k + 1],
+                                  reversed_syndromes[:, two_t - step:two_t - step + k])
+                disc = disc ^ np.bitwise_xor.reduce(terms, axis=1)
             nonzero = disc != 0
-            scale = self._mul(disc, self._exp[(self._q - self._log[last]) % self._q])
-            src = cols - gap[:, None]
-            shifted = np.where(src >= 0, np.take_along_axis(previous, np.clip(src, 0, None), 1), 0)
+            scale = self._mul(disc, self._exp[self._q - self._log[last]])
             updated = locator ^ self._mul(scale[:, None], shifted)
             grow = nonzero & (2 * degree <= step)
-            previous = np.where(grow[:, None], locator, previous)
+            base = np.where(grow[:, None], locator, shifted)
             last = np.where(grow, disc, last)
             degree = np.where(grow, step + 1 - degree, degree)
-            gap = np.where(grow, 1, gap + 1)
             locator = np.where(nonzero[:, None], updated, locator)
+            shifted = np.zeros_like(base)  # x^2 B: this step and the skipped odd one
+            shifted[:, 2:] = base[:, :-2]
         return locator, degree
 
     def decode(self, bits: np.ndarray) -> DecodedWords:
@@ -268,11 +277,8 @@ class BCHCode:
         bits = np.asarray(bits, dtype=bool).reshape(-1, self.n_parity)
         if len(bits) == 0:
             return _empty(self.t, self.n_parity)
-        packed = np.ascontiguousarray(np.packbits(bits, axis=1))
-        keys = packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1)
-        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        first, inverse = unique_rows(np.packbits(bits, axis=1))
         unique = self._decode_unique(bits[first])
-        inverse = inverse.reshape(-1)
         return DecodedWords(*(a[inverse] for a in (unique.support, unique.parity_errors,
                                                    unique.n_errors, unique.ok)))
 
@@ -283,7 +289,16 @@ class BCHCode:
         n_errors = np.full(w, -1, np.int64)
         locator, degree = self._berlekamp_massey(self._syndromes(bits))
         n_errors[degree == 0] = 0
-        todo = np.flatnonzero((degree >= 1) & (degree <= t))
+        # one error: Lambda(x) = 1 + X x, the locator X is the coefficient itself
+        single = np.flatnonzero(degree == 1)
+        position = self._position_of_log[self._log[locator[single, 1]]]
+        single, position = single[position >= 0], position[position >= 0]
+        message = position < n
+        support[single[message], 0] = position[message]
+        parity_errors[single[~message], position[~message] - n] = True
+        n_errors[single] = 1
+        # more errors: search the n + r positions for roots
+        todo = np.flatnonzero((degree >= 2) & (degree <= t))
         chunk = max(1, _CHUNK_ELEMENTS // self._root_table.shape[1])
         for start in range(0, len(todo), chunk):
             rows = todo[start:start + chunk]

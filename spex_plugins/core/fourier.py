@@ -83,14 +83,15 @@ class FourierExplanation:
         return values[..., 0] if self._scalar else values
 
     def _to_dict(self, locations: np.ndarray, values: np.ndarray) -> dict:
-        keys = [tuple(int(i) for i in row if i >= 0) for row in locations]
+        keys = [tuple(i for i in row if i >= 0) for row in np.asarray(locations).tolist()]
         vals = self._out(values)
-        return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in zip(keys, vals, strict=True)}
+        vals = vals.tolist() if vals.ndim == 1 else list(vals)
+        return dict(zip(keys, vals, strict=True))
 
     @property
     def support(self) -> list[tuple[int, ...]]:
         """The recovered frequencies as tuples of feature indices."""
-        return [tuple(int(i) for i in row if i >= 0) for row in self.locations]
+        return [tuple(i for i in row if i >= 0) for row in self.locations.tolist()]
 
     @property
     def degrees(self) -> np.ndarray:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .bch import DecodedWords
+from .evaluation import unique_rows
 from .sampler import SubsampleDesign
 
 __all__ = ["PeelResult", "peel"]
@@ -18,6 +20,8 @@ ZERO_TOLERANCE = 1e-24
 SIGNIFICANCE = 3.0
 """Noise multiple (in standard deviations) a bin or a singleton value must exceed."""
 STALL_ITERATIONS = 15
+NOISELESS = 1e-20
+"""Estimated noise below this fraction of the signal energy means exact samples."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,10 @@ def peel(
     decode fails or does not verify get Chase decoding over the ``chase_depth`` (default 2t)
     least reliable parity bits, ``n_patterns`` (default depth(depth+1)/2) cheapest flip
     patterns, choosing among the candidates that hash to the bin the one closest to the soft
-    evidence). A candidate is a singleton when it hashes to the bin and its projection explains
-    more than 1 - RESIDUAL_CUTOFF of the bin energy. Values of the same frequency found in
+    evidence; when the estimated noise is zero, i.e. the samples are exact, hard decoding is
+    exact for every singleton and Chase decoding is skipped). A candidate is a singleton when
+    it hashes to the bin and its projection explains more than 1 - RESIDUAL_CUTOFF of the bin
+    energy. Values of the same frequency found in
     several groups are averaged, then peeled from its bin in every group. Stops when no bin is
     flagged, nothing verifies, or no new frequency appeared for STALL_ITERATIONS iterations.
     """
@@ -60,6 +66,11 @@ def peel(
     signal_energy = float((residual ** 2).mean(axis=1).sum(axis=1).mean())
     codes = design.bin_codes()
     noise, first_decode = _noise_variance(residual, design, codes)
+    if noise is not None and noise <= NOISELESS * signal_energy:
+        # exact samples: every singleton's parity evidence is error-free, so hard decoding is
+        # exact and Chase candidates could only come from multitons
+        decoder = "hard"
+    noise = noise or 0.0
     # a zeroton's mean energy is ~ noise * (1 +- sqrt(2/P)); a value's noise variance is noise/P
     floor = max(ZERO_TOLERANCE * signal_energy, np.finfo(float).tiny)
     bin_floor = max(floor, noise * (1 + SIGNIFICANCE * np.sqrt(2 / n_shifts)))
@@ -83,8 +94,8 @@ def peel(
         if not ok.any():
             break
         support, rho = support[ok], _project(y[ok], design.signatures(support[ok]))
-        keys, inverse = np.unique(support, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        first, inverse = unique_rows(support)
+        keys = support[first]
         mean_rho = np.bincount(inverse, rho) / np.bincount(inverse)
         signatures = design.signatures(keys)  # (u, P)
         targets = np.bitwise_xor.reduce(codes[:, keys], axis=2)  # (C, u)
@@ -95,25 +106,28 @@ def peel(
         found_support.append(keys)
         found_values.append(mean_rho)
         before = len(known)
-        known = np.unique(np.vstack([known, keys]), axis=0)
+        known = np.vstack([known, keys])
+        known = known[unique_rows(known)[0]]
         stall = 0 if len(known) > before else stall + 1
         if stall >= STALL_ITERATIONS:
             break
     if not found_support:
         return PeelResult(np.zeros((0, t), np.int64), np.zeros(0), iterations)
     support = np.vstack(found_support)
-    keys, inverse = np.unique(support, axis=0, return_inverse=True)
-    values = np.bincount(inverse.reshape(-1), np.concatenate(found_values), minlength=len(keys))
+    first, inverse = unique_rows(support)
+    keys = support[first]
+    values = np.bincount(inverse, np.concatenate(found_values), minlength=len(keys))
     return PeelResult(keys, values, iterations)
 
 
-def _noise_variance(bins: np.ndarray, design: SubsampleDesign, codes: np.ndarray):
+def _noise_variance(bins: np.ndarray, design: SubsampleDesign,
+                    codes: np.ndarray) -> tuple[float | None, Callable]:
     """Per-entry noise variance of the bins, from the residuals of hard-decoded singletons.
 
     Some bins that verify are multitons dominated by one term (their residual is the other
     terms, not noise), so the estimate uses the lower quartile of the residual variances,
     divided by the lower-quartile-to-mean ratio of a chi-square with P - 1 degrees of freedom
-    (normal approximation); 0 when fewer than 5 bins verify as singletons. Also returns a
+    (normal approximation); None when fewer than 5 bins verify as singletons. Also returns a
     lookup ``(group, j) -> DecodedWords`` of these hard decodes, which the first peeling
     iteration reuses instead of decoding the same bins again.
     """
@@ -132,7 +146,7 @@ def _noise_variance(bins: np.ndarray, design: SubsampleDesign, codes: np.ndarray
 
     ok = decoded.ok & _verified(y, decoded.support, group, j, codes, design, 0.0)
     if ok.sum() < 5:
-        return 0.0, lookup
+        return None, lookup
     signatures = design.signatures(decoded.support[ok])
     rho = _project(y[ok], signatures)
     dof = y.shape[1] - 1

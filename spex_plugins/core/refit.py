@@ -20,6 +20,11 @@ from .sampler import SubsampleDesign
 
 __all__ = ["AliasGram", "RefitResult", "refit_columns", "ridge_refit"]
 
+EXACT_FIT = 1e-12
+"""A least-squares fit leaving less than this share of the sample energy is exact: no penalty."""
+NEGLIGIBLE = 1e-10
+"""Refit coefficients below this fraction of the largest are numerical zeros and are dropped."""
+
 
 @dataclass(frozen=True)
 class RefitResult:
@@ -100,11 +105,13 @@ def ridge_refit(bins: np.ndarray, design: SubsampleDesign, columns: np.ndarray) 
     ``bins``: (C, P, 2^b, K) untouched WHT bins of the samples. The penalty is chosen per output
     by empirical Bayes: lambda = sigma^2 / tau^2, with sigma^2 the residual variance of the
     least-squares fit and tau^2 the mean squared non-constant coefficient less its sampling
-    variance (so a noiseless fit gets lambda = 0, i.e. plain least squares). The constant is
+    variance (so a noiseless, exact fit gets lambda = 0, i.e. plain least squares). The constant is
     not penalised. If the penalised fit's residual sum of squares on the samples exceeds that
     of the first-order least-squares fit (constant + all n features), the penalty is divided
     by 10 until it does not, so the refit is never worse on the samples than a first-order
-    linear model.
+    linear model. Columns whose coefficients are numerical zeros in every output (below
+    ``NEGLIGIBLE`` times the largest; typically first-order columns of an exactly sparse
+    function) are left out of the result; the constant is always kept.
     """
     n_groups, n_shifts, n_bins, n_out = bins.shape
     n_samples = n_groups * n_shifts * n_bins
@@ -130,15 +137,16 @@ def ridge_refit(bins: np.ndarray, design: SubsampleDesign, columns: np.ndarray) 
     coefficients = np.zeros((len(columns), n_out))
     penalties = np.zeros(n_out)
     for k in range(n_out):
-        _, rss_first = solve(first, 0.0, k)
         beta, rss = solve(gram, 0.0, k)
         dof = n_samples - len(columns)
         penalty = 0.0
-        if dof > 0 and len(columns) > 1:
-            sigma2 = max(rss, 0.0) / dof
+        if dof > 0 and len(columns) > 1 and rss > EXACT_FIT * yty[k]:
+            sigma2 = rss / dof
             tau2 = float(np.mean(beta[1:] ** 2)) - sigma2 / n_samples
-            if sigma2 > 0 and tau2 > 0:
+            if tau2 > 0:
                 penalty = sigma2 / tau2
+        if penalty > 0:
+            _, rss_first = solve(first, 0.0, k)
         while penalty > 0:
             candidate, rss_pen = solve(gram, penalty, k)
             if rss_pen <= rss_first * (1 + 1e-12):
@@ -147,7 +155,10 @@ def ridge_refit(bins: np.ndarray, design: SubsampleDesign, columns: np.ndarray) 
             penalty = penalty / 10 if penalty > jitter else 0.0
         coefficients[:, k] = beta
         penalties[k] = penalty
-    return RefitResult(columns, coefficients, penalties)
+    magnitude = np.abs(coefficients)
+    keep = (magnitude > NEGLIGIBLE * magnitude.max(initial=0.0)).any(axis=1)
+    keep[0] = True
+    return RefitResult(columns[keep], coefficients[keep], penalties)
 
 
 def _solve_spd(gram: AliasGram, diag: np.ndarray, rhs: np.ndarray) -> np.ndarray:
