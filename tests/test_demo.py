@@ -51,7 +51,13 @@ def test_quick_demo_report_and_cached_rerun(tmp_path, monkeypatch, capsys):
     assert 0 < calls <= 2 ** len(first["features"])
     assert all(int(r["model calls"]) <= calls + 1 for r in rows[1:])
     assert np.isfinite(first["r2"])
-    assert any("not run" in note for note in first["notes"])
+    assert any("not run" in note.lower() for note in first["notes"])
+    sentences = first["sentences"]
+    assert "<h2>Interactions between sentences</h2>" in html
+    assert len(sentences["features"]) == 6 and np.isfinite(sentences["r2"])
+    assert [r["method"].split(" (")[0] for r in sentences["rows"]] == [
+        "spex-plugins SPEX", "shapiq RegressionFBII"]
+    assert "=== sentences: n = 6 sentences" in printed
 
     def refuse(self, masks):
         raise AssertionError("the re-run must be served from the cache")
@@ -63,6 +69,9 @@ def test_quick_demo_report_and_cached_rerun(tmp_path, monkeypatch, capsys):
         [r["held-out R^2"] for r in first["comparison"]]
     np.testing.assert_array_equal(second["explanation"].coefficients,
                                   first["explanation"].coefficients)
+    assert second["sentences"]["r2"] == sentences["r2"]
+    assert [r["held-out R^2"] for r in second["sentences"]["rows"]] == \
+        [r["held-out R^2"] for r in sentences["rows"]]
 
 
 @pytest.mark.real_model

