@@ -10,12 +10,13 @@ Games:
   design at b = 5. Model outputs are cached on disk (``--cache``, keyed by mask), so the
   comparison measures the explainers, not inference.
 
-Every (game, method) runs :func:`spex_plugins.shapiq.compare` twice in a fresh Python process
-under a per-method time limit (``--timeout``, model inference included): "cold" (first run in
-the process, JIT compilation included, module imports not) and "warm" (second run). Own
-work = wall time of the method minus the time in the game. R^2 of each method's surrogate
-(its Möbius coefficients as a set function) on 1,000 held-out uniform masks. shapiq's
-ProxySPEX needs lightgbm (shapiq 1.4) or falls back to a decision tree (1.5+).
+Every (game, method) runs :func:`spex_plugins.shapiq.compare` four times in a fresh Python
+process under a per-method time limit (``--timeout``, model inference included): "cold" (first
+run in the process, JIT compilation included, module imports not) and "warm" (the median of the
+next three runs, by own work). Own work = wall time of the method minus the time in the game.
+R^2 of each method's surrogate (its Möbius coefficients as a set function) on 1,000 held-out
+uniform masks. shapiq's ProxySPEX needs lightgbm (shapiq 1.4) or falls back to a decision tree
+(1.5+).
 
     .venv/bin/python benchmarks/shapiq_vs_spex.py                     # everything
     .venv/bin/python benchmarks/shapiq_vs_spex.py --games sparse-64 minilm --methods \\
@@ -34,6 +35,7 @@ import time
 GAMES = ("sparse-64", "sparse-256", "sparse-1000", "minilm")
 METHODS = ("spex-plugins", "shapiq-spex", "shapiq-proxyspex")
 N_TERMS, DEGREE, T, GROUPS, N_TEST = 40, 5, 5, 3, 1000
+WARM_RUNS = 3
 TEXT = (
     "The old lighthouse keeper climbed the stairs every evening, although his knees ached and "
     "the storm outside grew louder. He had promised his daughter that the lamp would never go "
@@ -98,14 +100,21 @@ def worker(game_name: str, method: str, cache: str) -> dict:
     options = {"spex-plugins": {"degree_parameter": T},
                "shapiq-spex": {"degree_parameter": T}}
     row = {"game": game_name, "method": method, "n": n, "budget": budget}
-    for phase in ("cold", "warm"):
+    warm = []
+    for phase in ("cold",) + ("warm",) * WARM_RUNS:
         record = compare(game, n, budget, indices=("FBII", "STII"), max_order=2,
                          methods=(method,), n_test=N_TEST, exact=False, random_state=0,
                          options=options)[0]
         if record["status"] != "ok":
             return {**row, "status": record["status"]}
-        row[phase] = {k: record[k] for k in ("model_calls", "own_s", "model_s", "r2")}
+        result = {k: record[k] for k in ("model_calls", "own_s", "model_s", "r2")}
+        if phase == "cold":
+            row["cold"] = result
+        else:
+            warm.append(result)
         row["top"] = [[list(s), v] for s, v in record["top"][:5]]
+    row["warm"] = sorted(warm, key=lambda r: r["own_s"])[len(warm) // 2]  # the median run
+    row["warm_own_s_all"] = [r["own_s"] for r in warm]
     return {**row, "status": "ok"}
 
 
