@@ -16,8 +16,10 @@ polynomial and parity matrix are derived here with table arithmetic in that same
 test-suite checks them against ``galois.BCH`` bit for bit.
 
 Decoding never calls galois per word: syndromes, Berlekamp-Massey and the root search run on
-whole batches of words in numpy (syndromes and the root search are GF(2)-linear, so they are
-matrix products), and the root search only visits the ``n + r`` positions of the shortened code.
+whole batches of words in numpy (syndromes are GF(2)-linear, so they are a matrix product; the
+root search evaluates each locator polynomial with log/exp tables), single errors are read off
+the locator directly, and the root search only visits the ``n + r`` positions of the shortened
+code.
 """
 
 from __future__ import annotations
@@ -32,8 +34,7 @@ from .evaluation import unique_rows
 __all__ = ["BCHCode", "DecodedWords", "bch_code", "code_parameters"]
 
 _MAX_M = 20
-# float32 matrix products are exact on 0/1 operands while the sums stay below 2**24.
-_CHUNK_ELEMENTS = 1 << 23
+_CHUNK_ELEMENTS = 1 << 22  # words x positions evaluated at once in the root search
 
 
 def _cyclotomic_coset(j: int, m: int, q: int) -> list[int]:
@@ -141,7 +142,10 @@ class BCHCode:
         self.generator_poly = self._generator_poly()
         self.parity_matrix = self._parity_matrix()
         self._syndrome_table = self._make_syndrome_table()
-        self._root_table = self._make_root_table()
+        self._root_exponents = self._make_root_exponents()
+        # H_p^T as bool (n + 1, r), a zero row last for the padding index -1
+        self._parity_columns = np.vstack([self.parity_matrix.T.astype(bool),
+                                          np.zeros((1, self.n_parity), bool)])
         # error position (0..n-1 message, n..n+r-1 parity) of each locator's log, else -1;
         # index 2q is log(0)
         self._position_of_log = np.full(2 * self._q + 1, -1, np.int64)
@@ -202,14 +206,11 @@ class BCHCode:
         powers = self._exp[(self._parity_log_locators()[:, None] * j[None, :]) % self._q]
         return _bits(powers, self.m).reshape(self.n_parity, -1)
 
-    def _make_root_table(self) -> np.ndarray:
-        """((t+1)*m, (n+r)*m) float32: bits of alpha^s * Y^l for inverse locators Y."""
+    def _make_root_exponents(self) -> np.ndarray:
+        """(t+1, n+r) int64: l * log(X^{-1}) mod q for every position's locator X."""
         logs = np.concatenate([self._message_log_locators(), self._parity_log_locators()])
-        inv = (-logs) % self._q  # log of X^{-1}
-        lvals = np.arange(self.t + 1)[:, None, None]
-        svals = np.arange(self.m)[None, :, None]
-        elems = self._exp[(svals + lvals * inv[None, None, :]) % self._q]  # (t+1, m, npos)
-        return _bits(elems, self.m).reshape((self.t + 1) * self.m, -1)
+        inv = (-logs) % self._q
+        return (np.arange(self.t + 1)[:, None] * inv[None, :]) % self._q
 
     # --- public helpers ------------------------------------------------------------------
     def shift_matrix(self) -> np.ndarray:
@@ -219,8 +220,8 @@ class BCHCode:
 
     def parity_bits(self, support: np.ndarray) -> np.ndarray:
         """Parity bits H_p k (W, r) bool for supports (W, d) padded with -1."""
-        cols = np.vstack([self.parity_matrix.T.astype(bool), np.zeros((1, self.n_parity), bool)])
-        return np.bitwise_xor.reduce(cols[np.where(support < 0, self.n, support)], axis=1)
+        cols = self._parity_columns[np.where(support < 0, self.n, support)]  # (W, d, r)
+        return np.bitwise_xor.reduce(cols, axis=1)
 
     # --- decoding --------------------------------------------------------------------------
     def _syndromes(self, bits: np.ndarray) -> np.ndarray:
@@ -299,12 +300,15 @@ class BCHCode:
         n_errors[single] = 1
         # more errors: search the n + r positions for roots
         todo = np.flatnonzero((degree >= 2) & (degree <= t))
-        chunk = max(1, _CHUNK_ELEMENTS // self._root_table.shape[1])
+        chunk = max(1, _CHUNK_ELEMENTS // (n + r))
         for start in range(0, len(todo), chunk):
             rows = todo[start:start + chunk]
-            lbits = _bits(locator[rows, : t + 1], self.m).reshape(len(rows), -1)
-            counts = (lbits @ self._root_table).astype(np.uint8)  # exact small integers
-            roots = ~(counts & 1).reshape(len(rows), n + r, -1).any(axis=2)
+            # Lambda(X^{-1}) = sum_l Lambda_l X^{-l} at every position, from log/exp tables
+            logs = self._log[locator[rows]]  # (W, t+1); log(0) is the sentinel 2q
+            value = np.zeros((len(rows), n + r), np.int64)
+            for power, exponents in enumerate(self._root_exponents):
+                value ^= self._exp[logs[:, power, None] + exponents[None, :]]
+            roots = value == 0
             good = roots.sum(axis=1) == degree[rows]
             rows, roots = rows[good], roots[good]
             msg = roots[:, :n]

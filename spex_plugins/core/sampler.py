@@ -8,6 +8,7 @@ convention indexes the Walsh-Hadamard bins, so frequency ``k`` lands in bin
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,14 +121,18 @@ class SubsampleDesign:
         aliased = (counts.astype(np.uint8) & 1).astype(bool)
         return aliased[:, None, :, :] ^ self.shift_matrix()[None, :, None, :]
 
-    def bin_codes(self) -> np.ndarray:
-        """Per-group integer code of each feature's row of M_c, int64 (C, n + 1).
-
-        The extra last column is 0, the code of the padding index -1.
-        """
+    @functools.cached_property
+    def _bin_codes(self) -> np.ndarray:
         weights = 1 << np.arange(self.b, dtype=np.int64)
         codes = self.matrices.astype(np.int64) @ weights
         return np.concatenate([codes, np.zeros((self.n_groups, 1), np.int64)], axis=1)
+
+    def bin_codes(self) -> np.ndarray:
+        """Per-group integer code of each feature's row of M_c, int64 (C, n + 1).
+
+        The extra last column is 0, the code of the padding index -1. Computed once.
+        """
+        return self._bin_codes
 
     def bins(self, support: np.ndarray) -> np.ndarray:
         """Bin index ``M_c^T k`` of each frequency in every group, int64 (C, W).
