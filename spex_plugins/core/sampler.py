@@ -145,5 +145,6 @@ class SubsampleDesign:
     def signatures(self, support: np.ndarray) -> np.ndarray:
         """Shift signatures ``(-1)^{<d_p, k>}``, float (W, P); column 0 is always +1."""
         parity = self.code.parity_bits(support)
-        ones = np.ones((len(parity), 1))
-        return np.hstack([ones, 1.0 - 2.0 * parity])
+        out = np.ones((len(parity), parity.shape[1] + 1))
+        out[:, 1:] -= 2.0 * parity
+        return out
