@@ -26,6 +26,7 @@ uniform masks. shapiq's ProxySPEX needs lightgbm (shapiq 1.4) or falls back to a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -76,7 +77,8 @@ def minilm_game(cache: str):
     model, tokenizer = load_offline_minilm("cpu")
     value = EmbeddingSimilarity(model, tokenizer, TEXT, granularity="word", batch_size=64)
     os.makedirs(cache, exist_ok=True)
-    return CachedValueFunction(value, os.path.join(cache, "shapiq_vs_spex_minilm.bin"))
+    digest = hashlib.sha256(value.cache_key().encode()).hexdigest()[:16]
+    return CachedValueFunction(value, os.path.join(cache, f"shapiq_vs_spex_minilm-{digest}.bin"))
 
 
 def game_and_budget(name: str, cache: str):
