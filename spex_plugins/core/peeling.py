@@ -65,7 +65,7 @@ def peel(
     n_groups, n_shifts, n_bins = residual.shape
     signal_energy = float((residual ** 2).mean(axis=1).sum(axis=1).mean())
     codes = design.bin_codes()
-    noise, first_decode = _noise_variance(residual, design, codes)
+    noise, first_fit = _noise_variance(residual, design, codes)
     if noise is not None and noise <= NOISELESS * signal_energy:
         # exact samples: every singleton's parity evidence is error-free, so hard decoding is
         # exact and Chase candidates could only come from multitons
@@ -88,16 +88,16 @@ def peel(
         if len(group) == 0:
             break
         y = residual[group, :, j]  # (W, P)
-        support, ok = _detect(y, group, j, codes, design, decoder, depth, patterns,
-                              value_floor, first_decode(group, j) if iterations == 1 else None)
+        support, ok, rho, signatures = _detect(
+            y, group, j, codes, design, decoder, depth, patterns, value_floor,
+            first_fit(group, j) if iterations == 1 else None)
         flagged[group, j] = False
         if not ok.any():
             break
-        support, rho = support[ok], _project(y[ok], design.signatures(support[ok]))
+        support, rho, signatures = support[ok], rho[ok], signatures[ok]
         first, inverse = unique_rows(support)
-        keys = support[first]
+        keys, signatures = support[first], signatures[first]  # (u, t), (u, P)
         mean_rho = np.bincount(inverse, rho) / np.bincount(inverse)
-        signatures = design.signatures(keys)  # (u, P)
         targets = np.bitwise_xor.reduce(codes[:, keys], axis=2)  # (C, u)
         g_idx = np.repeat(np.arange(n_groups), len(keys))
         np.add.at(residual.transpose(0, 2, 1), (g_idx, targets.ravel()),
@@ -128,29 +128,30 @@ def _noise_variance(bins: np.ndarray, design: SubsampleDesign,
     terms, not noise), so the estimate uses the lower quartile of the residual variances,
     divided by the lower-quartile-to-mean ratio of a chi-square with P - 1 degrees of freedom
     (normal approximation); None when fewer than 5 bins verify as singletons. Also returns a
-    lookup ``(group, j) -> DecodedWords`` of these hard decodes, which the first peeling
-    iteration reuses instead of decoding the same bins again.
+    lookup ``(group, j) -> (DecodedWords, consistent, rho, signatures)`` of these hard decodes
+    and their singleton fits (see :func:`_fit`), which the first peeling iteration reuses
+    instead of decoding and fitting the same bins again.
     """
     n_groups, _, n_bins = bins.shape
     group, j = np.nonzero((bins ** 2).sum(axis=1) > 0)
     y = bins[group, :, j]
     y0 = np.where(y[:, 0] != 0, y[:, 0], np.finfo(float).tiny)
     decoded = design.code.decode(y[:, 1:] / y0[:, None] < 0)
+    consistent, rho, signatures = _fit(y, decoded.support, group, j, codes, design)
     row = np.full((n_groups, n_bins), -1)
     row[group, j] = np.arange(len(group))
 
-    def lookup(g: np.ndarray, jj: np.ndarray) -> DecodedWords:
+    def lookup(g: np.ndarray, jj: np.ndarray):
         rows = row[g, jj]
-        return DecodedWords(decoded.support[rows], decoded.parity_errors[rows],
-                            decoded.n_errors[rows], decoded.ok[rows])
+        words = DecodedWords(decoded.support[rows], decoded.parity_errors[rows],
+                             decoded.n_errors[rows], decoded.ok[rows])
+        return words, consistent[rows], rho[rows], signatures[rows]
 
-    ok = decoded.ok & _verified(y, decoded.support, group, j, codes, design, 0.0)
+    ok = decoded.ok & consistent & (rho ** 2 > 0.0)
     if ok.sum() < 5:
         return None, lookup
-    signatures = design.signatures(decoded.support[ok])
-    rho = _project(y[ok], signatures)
     dof = y.shape[1] - 1
-    left = ((y[ok] - rho[:, None] * signatures) ** 2).sum(axis=1) / dof
+    left = ((y[ok] - rho[ok, None] * signatures[ok]) ** 2).sum(axis=1) / dof
     lower_quartile_ratio = max(0.25, 1 - 0.674 * np.sqrt(2 / dof))
     return float(np.quantile(left, 0.25)) / lower_quartile_ratio, lookup
 
@@ -160,25 +161,33 @@ def _project(y: np.ndarray, signatures: np.ndarray) -> np.ndarray:
     return (signatures * y).sum(axis=1) / y.shape[1]
 
 
-def _verified(y, support, group, j, codes, design, floor) -> np.ndarray:
-    """Candidates that hash to their bin and explain enough of its energy."""
+def _fit(y, support, group, j, codes, design):
+    """Singleton fits of candidate supports (W, t) to their bins y (W, P): ``(consistent, rho,
+    signatures)`` where ``consistent`` marks candidates that hash to their bin and explain
+    more than 1 - RESIDUAL_CUTOFF of its energy, ``rho`` (W,) their values and ``signatures``
+    (W, P) their shift signatures."""
     in_bin = np.bitwise_xor.reduce(codes[group[:, None], support], axis=1) == j
     signatures = design.signatures(support)
     rho = _project(y, signatures)
     left = ((y - rho[:, None] * signatures) ** 2).sum(axis=1)
-    return in_bin & (left < RESIDUAL_CUTOFF * (y ** 2).sum(axis=1)) & (rho ** 2 > floor)
+    return in_bin & (left < RESIDUAL_CUTOFF * (y ** 2).sum(axis=1)), rho, signatures
 
 
-def _detect(y, group, j, codes, design, decoder, depth, patterns, floor, hard=None):
-    """Decode each bin's parity evidence; returns candidate supports (W, t) and validity."""
+def _detect(y, group, j, codes, design, decoder, depth, patterns, floor, first=None):
+    """Decode each bin's parity evidence: candidate supports (W, t), validity (W,), and the
+    candidates' values (W,) and signatures (W, P). ``first``: the hard decodes and fits the
+    noise estimate already made for these bins."""
     code = design.code
     y0 = y[:, 0]
     safe = np.where(np.abs(y0) > 0, y0, np.finfo(float).tiny)
     soft = y[:, 1:] / safe[:, None]  # ratio of shifted to unshifted bin: +-1 for a singleton
-    if hard is None:  # the first iteration passes the hard decodes made for the noise estimate
+    if first is None:
         hard = code.decode(soft < 0)
+        consistent, rho, signatures = _fit(y, hard.support, group, j, codes, design)
+    else:
+        hard, consistent, rho, signatures = first
     support = hard.support
-    ok = hard.ok & _verified(y, support, group, j, codes, design, floor)
+    ok = hard.ok & consistent & (rho ** 2 > floor)
     if decoder == "soft" and not ok.all():
         retry = np.flatnonzero(~ok)
         word, cand, cost = code.chase(soft[retry], depth, patterns)
@@ -188,10 +197,12 @@ def _detect(y, group, j, codes, design, decoder, depth, patterns, floor, hard=No
         word, rows, cost = word[keep], rows[keep], cost[keep]
         cand_support = cand.support[keep]
         order = np.lexsort((cand.n_errors[keep], cost, word))
-        first = order[np.r_[True, word[order][1:] != word[order][:-1]]] if len(order) else order
-        support = support.copy()
-        support[rows[first]] = cand_support[first]
-        ok = ok.copy()
-        ok[rows[first]] = _verified(y[rows[first]], cand_support[first], group[rows[first]],
-                                    j[rows[first]], codes, design, floor)
-    return support, ok
+        best = order[np.r_[True, word[order][1:] != word[order][:-1]]] if len(order) else order
+        chosen = rows[best]
+        fits, values, shifts = _fit(y[chosen], cand_support[best], group[chosen], j[chosen],
+                                    codes, design)
+        support, ok, rho, signatures = support.copy(), ok.copy(), rho.copy(), signatures.copy()
+        support[chosen] = cand_support[best]
+        ok[chosen] = fits & (values ** 2 > floor)
+        rho[chosen], signatures[chosen] = values, shifts
+    return support, ok, rho, signatures
