@@ -54,6 +54,7 @@ def test_quick_demo_report_and_cached_rerun(tmp_path, monkeypatch, capsys):
     assert any("not run" in note.lower() for note in first["notes"])
     sentences = first["sentences"]
     assert "<h2>Interactions between sentences</h2>" in html
+    assert html.count('src="data:image/png;base64,') == 2  # words and sentences
     assert len(sentences["features"]) == 6 and np.isfinite(sentences["r2"])
     assert [r["method"].split(" (")[0] for r in sentences["rows"]] == [
         "spex-plugins SPEX", "shapiq RegressionFBII"]

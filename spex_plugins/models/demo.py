@@ -22,7 +22,13 @@ import numpy as np
 
 from .. import SPEX
 from .baselines import BASELINES, r2_score, run_baseline
-from .report import comparison_table, interactions_table, top_interactions, write_report
+from .report import (
+    comparison_table,
+    figure_html,
+    interactions_table,
+    top_interactions,
+    write_report,
+)
 from .runtime import CachedValueFunction, default_cache_dir
 from .text import segment
 
@@ -273,6 +279,7 @@ def run_demo(settings: DemoSettings) -> dict:
         f"{sentences['calls']:,} model calls, held-out R^2 {sentences['r2']:.3f}.</p>"
         + interactions_table(s_expl, sentences["value"].features, sentences["value"].text,
                              sentences["value"].spans)
+        + figure_html(s_expl, sentences["value"].features)
         + "<h3>Comparison at the same number of model calls (sentences)</h3>"
         + comparison_table(sentences["rows"], sentences["notes"]))
     report = write_report(settings.out, explanation, value.features,

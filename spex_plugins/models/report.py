@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-__all__ = ["comparison_table", "interaction_figure", "interactions_table", "top_interactions",
-           "write_report"]
+__all__ = ["comparison_table", "figure_html", "interaction_figure", "interactions_table",
+           "top_interactions", "write_report"]
 
 FIGURE_FEATURES = 24
 
@@ -131,6 +131,12 @@ img{max-width:100%}
 """
 
 
+def figure_html(explanation, features: list[str]) -> str:
+    """The :func:`interaction_figure` of ``explanation`` as an embedded HTML image."""
+    png = base64.b64encode(interaction_figure(explanation, features)).decode()
+    return f'<img alt="interaction figure" src="data:image/png;base64,{png}">'
+
+
 def interactions_table(explanation, features: list[str], text: str | None = None,
                        spans: list[tuple[int, int]] | None = None, k: int = 10) -> str:
     """HTML table of the ``k`` strongest Möbius interactions, each with its features and, when
@@ -196,9 +202,7 @@ def write_report(path: str | os.PathLike | None, explanation, features: list[str
                  "the output change when all of them are present, beyond what their subsets "
                  "explain.</p>")
     parts.append(interactions_table(explanation, features, text, spans, k))
-    png = base64.b64encode(interaction_figure(explanation, features)).decode()
-    parts.append("<h2>Interaction figure</h2>"
-                 f'<img alt="interaction figure" src="data:image/png;base64,{png}">')
+    parts.append("<h2>Interaction figure</h2>" + figure_html(explanation, features))
     if comparison:
         parts.append("<h2>Comparison at the same number of model calls</h2>")
     parts.append(comparison_table(comparison, notes))
