@@ -10,13 +10,13 @@ Games:
   design at b = 5. Model outputs are cached on disk (``--cache``, keyed by mask), so the
   comparison measures the explainers, not inference.
 
-Every (game, method) runs :func:`spex_plugins.shapiq.compare` four times in a fresh Python
+Every (game, method) runs :func:`spex_plugins.shapiq.compare` 1 + 3 times in a fresh Python
 process under a per-method time limit (``--timeout``, model inference included): "cold" (first
 run in the process, JIT compilation included, module imports not) and "warm" (the median of the
-next three runs, by own work). Own work = wall time of the method minus the time in the game.
-R^2 of each method's surrogate (its Möbius coefficients as a set function) on 1,000 held-out
-uniform masks. shapiq's ProxySPEX needs lightgbm (shapiq 1.4) or falls back to a decision tree
-(1.5+).
+next three runs, by own work; ``--warm-runs``). Own work = wall time of the method minus the
+time in the game. R^2 of each method's surrogate (its Möbius coefficients as a set function) on
+1,000 held-out uniform masks. shapiq's ProxySPEX needs lightgbm (shapiq 1.4) or falls back to a
+decision tree (1.5+).
 
     .venv/bin/python benchmarks/shapiq_vs_spex.py                     # everything
     .venv/bin/python benchmarks/shapiq_vs_spex.py --games sparse-64 minilm --methods \\
@@ -91,8 +91,8 @@ def game_and_budget(name: str, cache: str):
     return sparse_game(n), n, sample_count(n, T, GROUPS, 6)
 
 
-def worker(game_name: str, method: str, cache: str) -> dict:
-    """Cold then warm compare() of one method in this fresh process."""
+def worker(game_name: str, method: str, cache: str, warm_runs: int = WARM_RUNS) -> dict:
+    """Cold then ``warm_runs`` warm compare() runs of one method in this fresh process."""
     import warnings
 
     from spex_plugins.shapiq import compare
@@ -103,7 +103,7 @@ def worker(game_name: str, method: str, cache: str) -> dict:
                "shapiq-spex": {"degree_parameter": T}}
     row = {"game": game_name, "method": method, "n": n, "budget": budget}
     warm = []
-    for phase in ("cold",) + ("warm",) * WARM_RUNS:
+    for phase in ("cold",) + ("warm",) * warm_runs:
         record = compare(game, n, budget, indices=("FBII", "STII"), max_order=2,
                          methods=(method,), n_test=N_TEST, exact=False, random_state=0,
                          options=options)[0]
@@ -128,17 +128,19 @@ def main() -> None:
     parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache",
                                                         "spex-plugins"),
                         help="folder of the MiniLM output cache")
+    parser.add_argument("--warm-runs", type=int, default=WARM_RUNS,
+                        help="warm runs per method (the median is reported)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--worker", nargs=2, metavar=("GAME", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.cache)))
+        print(json.dumps(worker(*args.worker, args.cache, args.warm_runs)))
         return
     results = []
     for game_name in args.games:
         for method in args.methods:
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", game_name, method,
-                   "--cache", args.cache]
+                   "--cache", args.cache, "--warm-runs", str(args.warm_runs)]
             began = time.perf_counter()
             try:
                 done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
