@@ -20,6 +20,18 @@ ZERO_TOLERANCE = 1e-24
 SIGNIFICANCE = 3.0
 """Noise multiple (in standard deviations) a bin or a singleton value must exceed."""
 STALL_ITERATIONS = 15
+NOISE_FLOOR_FRACTION = 0.25
+"""Share of the estimated noise variance the zeroton and value floors are set against.
+
+The estimate comes from the residuals of bins that verify as singletons. On functions with a
+long tail of small terms (real models) those residuals are mostly other terms aliased into the
+bin, so the estimate is several times the true noise and full floors drop real terms. Measured
+with ``max_order`` 3-5 (R^2 on held-out masks, floors at 1 -> 0.25 of the estimate): MiniLM word
+games 0.903 -> 0.929 (14 words) and 0.954 -> 0.959 (62 words), MiniLM sentence game 0.958 ->
+0.970, synthetic spectra with 500 small terms 0.975 -> 0.990 (mean of 4 seeds); within 0.005
+on the demo's 153-word game (0.637 -> 0.633), on sparse functions with Gaussian noise (sd up to
+3) and on pure noise. The ridge refit shrinks the few extra terms a lower floor lets through.
+"""
 NOISELESS = 1e-20
 """Estimated noise below this fraction of the signal energy means exact samples."""
 
@@ -70,7 +82,9 @@ def peel(
         # exact samples: every singleton's parity evidence is error-free, so hard decoding is
         # exact and Chase candidates could only come from multitons
         decoder = "hard"
-    noise = noise or 0.0
+    # the singleton-residual estimate also counts small terms aliased into those bins, which
+    # are signal: the floors are set against a fraction of it (see NOISE_FLOOR_FRACTION)
+    noise = NOISE_FLOOR_FRACTION * (noise or 0.0)
     # a zeroton's mean energy is ~ noise * (1 +- sqrt(2/P)); a value's noise variance is noise/P
     floor = max(ZERO_TOLERANCE * signal_energy, np.finfo(float).tiny)
     bin_floor = max(floor, noise * (1 + SIGNIFICANCE * np.sqrt(2 / n_shifts)))
