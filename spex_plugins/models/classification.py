@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from .runtime import MaskedValueFunction, fingerprint, resolve_device
+from .runtime import MaskedValueFunction, fingerprint, model_key, resolve_device
 from .text import TokenizedText, mask_strings, resolve_mask_id, segment
 
 __all__ = ["TextClassification"]
@@ -148,12 +148,8 @@ class TextClassification(MaskedValueFunction):
         """JSON: the model's name and fingerprint (its weights, or for a callable its code,
         closure or pickle bytes; see :func:`.runtime.fingerprint`), the text, spans, token ids,
         mask, target and output."""
-        config = getattr(self.model, "config", None)
-        name = getattr(config, "_name_or_path", None) or getattr(self.model, "__name__", None) \
-            or type(self.model).__name__
         tokens = None if self.tokenizer is None else \
             fingerprint((self.tokens.ids, self.tokens.token_feature))
-        return json.dumps({"class": type(self).__name__, "model": name,
-                           "model_fingerprint": fingerprint(self.model), "tokens": tokens,
+        return json.dumps({"class": type(self).__name__, **model_key(self.model), "tokens": tokens,
                            "text": self.text, "spans": self.spans, "mask": str(self.mask_token),
                            "target": self.target, "output": self.output}, sort_keys=True)

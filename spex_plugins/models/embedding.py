@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .runtime import MaskedValueFunction, fingerprint, resolve_device
+from .runtime import MaskedValueFunction, fingerprint, model_key, resolve_device
 from .text import TokenizedText, resolve_mask_id
 
 __all__ = ["EmbeddingSimilarity", "load_offline_minilm", "minilm_path"]
@@ -142,11 +142,8 @@ class EmbeddingSimilarity(MaskedValueFunction):
     def cache_key(self) -> str:
         """JSON: the model's name and weights fingerprint, the text, spans, token ids, mask,
         pooling, length limit and reference (a string as is, a vector by fingerprint)."""
-        config = getattr(self.model, "config", None)
         return json.dumps({
-            "class": type(self).__name__,
-            "model": getattr(config, "_name_or_path", type(self.model).__name__),
-            "model_fingerprint": fingerprint(self.model),
+            "class": type(self).__name__, **model_key(self.model),
             "tokens": fingerprint((self.tokens.ids, self.tokens.token_feature)),
             "text": self.text, "spans": self.spans, "mask": self.mask_id,
             "pooling": self.pooling, "max_length": self.max_length,

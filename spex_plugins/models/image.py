@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from .runtime import MaskedValueFunction, fingerprint, resolve_device
+from .runtime import MaskedValueFunction, fingerprint, model_key, resolve_device
 
 __all__ = ["ImagePatches"]
 
@@ -112,8 +112,7 @@ class ImagePatches(MaskedValueFunction):
     def cache_key(self) -> str:
         """JSON: the settings and fingerprints of the model (all its parameters and buffers),
         the image, the replacement image (blur ``sigma`` or ``value``) and the patch boxes."""
-        return json.dumps({"class": type(self).__name__, "model": type(self.model).__name__,
-                           "model_fingerprint": fingerprint(self.model),
+        return json.dumps({"class": type(self).__name__, **model_key(self.model),
                            "image": fingerprint(self.image),
                            "replacement": fingerprint(self.replacement),
                            "boxes": fingerprint(np.asarray(self.boxes, dtype=np.int64)),

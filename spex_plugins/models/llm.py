@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from .runtime import MaskedValueFunction, fingerprint, resolve_device
+from .runtime import MaskedValueFunction, fingerprint, model_key, resolve_device
 from .text import TokenizedText, resolve_mask_id
 
 __all__ = ["CausalLMLogProb", "teacher_forced_log_probs", "tiny_causal_lm"]
@@ -213,11 +213,8 @@ class CausalLMLogProb(MaskedValueFunction):
     def cache_key(self) -> str:
         """JSON: the model's name and weights fingerprint, the prompt, spans, prompt token ids,
         mask, target token ids and ``per_token``."""
-        config = getattr(self.model, "config", None)
         return json.dumps({
-            "class": type(self).__name__,
-            "model": getattr(config, "_name_or_path", type(self.model).__name__),
-            "model_fingerprint": fingerprint(self.model),
+            "class": type(self).__name__, **model_key(self.model),
             "tokens": fingerprint((self.tokens.ids, self.tokens.token_feature)),
             "prompt": self.prompt, "spans": self.spans, "mask": self.mask_id,
             "target": self.target_ids.tolist(), "per_token": self.per_token,

@@ -47,7 +47,8 @@ except ImportError:  # POSIX
     msvcrt = None
 
 __all__ = ["CachedValueFunction", "MaskedValueFunction", "as_masks", "default_cache_dir",
-           "exclusive_lock", "fingerprint", "is_out_of_memory", "resolve_device", "run_batches"]
+           "exclusive_lock", "fingerprint", "is_out_of_memory", "model_key", "resolve_device",
+           "run_batches"]
 
 
 def as_masks(masks, n: int) -> np.ndarray:
@@ -164,6 +165,15 @@ class MaskedValueFunction(ABC):
 
 # --- Fingerprints -----------------------------------------------------------------------------
 _ADDRESS = re.compile(r"\s+at\s+0x[0-9a-fA-F]+")
+
+
+def model_key(model) -> dict:
+    """Cache-key entries naming ``model`` (a transformers ``name_or_path``, else a function's
+    ``__name__``, else the class name) and its :func:`fingerprint`."""
+    config = getattr(model, "config", None)
+    name = getattr(config, "_name_or_path", None) or getattr(model, "__name__", None) \
+        or type(model).__name__
+    return {"model": name, "model_fingerprint": fingerprint(model)}
 
 
 def fingerprint(obj, length: int = 16) -> str:
