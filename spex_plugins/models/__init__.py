@@ -1,16 +1,19 @@
 """Real-model value functions and their evaluation runtime.
 
 Each value function maps bool masks (m, n), True = feature kept, to model outputs (m,) or
-(m, k), and exposes its ``features`` and (for text) their character ``spans``. torch and
-transformers are imported only when a model value function is used, so this package imports
-without them; :mod:`.runtime` (batching, :class:`CachedValueFunction`) needs numpy only.
+(m, k), and exposes its ``features`` and (for text) their character ``spans``. Value functions
+only turn a batch of masks into model outputs; batching, de-duplication, out-of-memory halving
+and the resumable cache (:class:`CachedValueFunction`, re-exported here) are the runtime's
+(:mod:`spex_plugins.runtime`). torch and transformers are imported only when a model value
+function is used, so this package imports without them.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .runtime import CachedValueFunction, MaskedValueFunction, default_cache_dir, resolve_device
+from ..runtime import CachedValueFunction, default_cache_dir
+from .base import MaskedValueFunction, resolve_device
 from .text import TokenizedText, mask_strings, segment
 
 __all__ = [

@@ -11,7 +11,8 @@ import json
 
 import numpy as np
 
-from .runtime import MaskedValueFunction, fingerprint, model_key, resolve_device
+from ..runtime import fingerprint, model_key
+from .base import MaskedValueFunction, resolve_device
 from .text import TokenizedText, mask_strings, resolve_mask_id, segment
 
 __all__ = ["TextClassification"]

@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from .runtime import MaskedValueFunction, fingerprint, model_key, resolve_device
+from ..runtime import fingerprint, model_key
+from .base import MaskedValueFunction, resolve_device
 from .text import TokenizedText, resolve_mask_id
 
 __all__ = ["EmbeddingSimilarity", "load_offline_minilm", "minilm_path"]

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from .runtime import MaskedValueFunction, fingerprint, model_key, resolve_device
+from ..runtime import fingerprint, model_key
+from .base import MaskedValueFunction, resolve_device
 
 __all__ = ["ImagePatches"]
 

@@ -14,7 +14,8 @@ import json
 
 import numpy as np
 
-from .runtime import MaskedValueFunction, fingerprint, model_key, resolve_device
+from ..runtime import fingerprint, model_key
+from .base import MaskedValueFunction, resolve_device
 from .text import TokenizedText, resolve_mask_id
 
 __all__ = ["CausalLMLogProb", "teacher_forced_log_probs", "tiny_causal_lm"]

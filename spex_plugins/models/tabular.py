@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .runtime import MaskedValueFunction, fingerprint
+from ..runtime import fingerprint
+from .base import MaskedValueFunction
 
 __all__ = ["TabularValueFunction"]
 

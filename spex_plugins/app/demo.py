@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import SPEX
-from .baselines import BASELINES, r2_score, run_baseline
+from ..comparison import BASELINES, r2_score, run_baseline
+from ..models.text import segment
+from ..runtime import CachedValueFunction, default_cache_dir
 from .report import (
     comparison_table,
     figure_html,
@@ -29,8 +31,6 @@ from .report import (
     top_interactions,
     write_report,
 )
-from .runtime import CachedValueFunction, default_cache_dir
-from .text import segment
 
 __all__ = ["QUERY", "REVIEW", "DemoSettings", "run_demo"]
 
@@ -149,7 +149,7 @@ def _short(feature: str, width: int = 70) -> str:
 
 def _run_stage(stage: _Stage, model, tokenizer, settings: DemoSettings) -> dict:
     """Explain one stage with SPEX, print its results and compare the baselines."""
-    from .embedding import EmbeddingSimilarity
+    from ..models.embedding import EmbeddingSimilarity
 
     value = EmbeddingSimilarity(model, tokenizer, stage.text, reference=QUERY,
                                 granularity=stage.granularity, mask_token=None, batch_size=64,
@@ -238,7 +238,7 @@ def run_demo(settings: DemoSettings) -> dict:
     """Run the demo, print its results and write the HTML report; returns a summary dict
     (``explanation``, ``comparison`` rows, ``report`` path, ``wall`` seconds, ``sentences``:
     the same for the sentence-level explanation, ...)."""
-    from .embedding import load_offline_minilm
+    from ..models.embedding import load_offline_minilm
 
     began = time.perf_counter()
     _say(f'spex-plugins demo: which words, and which combinations of sentences, of a product '

@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from spex_plugins.models import baselines
-from spex_plugins.models.baselines import CallCounter, contiguous_clustering, r2_score, run_baseline
+from spex_plugins import comparison as baselines
+from spex_plugins.comparison import CallCounter, contiguous_clustering, r2_score, run_baseline
 
 N = 8
 WEIGHTS = np.array([0.9, -0.4, 0.0, 0.3, 0.0, 1.2, -0.2, 0.5])

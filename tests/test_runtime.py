@@ -1,4 +1,5 @@
-"""Evaluation runtime: batching with out-of-memory halving, de-duplication, disk cache, resume."""
+"""Evaluation runtime: one loop (batching, out-of-memory halving, de-duplication, output checks),
+disk cache, resume."""
 
 import multiprocessing
 import os
@@ -11,7 +12,7 @@ import pytest
 
 from spex_plugins import SPEX
 from spex_plugins.models import CachedValueFunction, MaskedValueFunction
-from spex_plugins.models.runtime import as_masks, exclusive_lock, fingerprint, run_batches
+from spex_plugins.runtime import as_masks, evaluate, exclusive_lock, fingerprint
 
 
 def planted(masks):
@@ -38,25 +39,42 @@ class Counting:
         return value if self.outputs == 1 else np.stack([value, -2 * value], axis=1)
 
 
-def test_run_batches_halves_on_out_of_memory():
-    sizes = []
+def test_evaluate_halves_on_out_of_memory_and_remembers_the_size():
+    class Model:
+        batch_size = 16
 
-    def evaluate(batch):
-        sizes.append(len(batch))
-        if len(batch) > 3:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return batch.sum(1)
+        def __init__(self):
+            self.sizes = []
 
-    masks = np.random.default_rng(0).random((10, 5)) < 0.5
-    out, size = run_batches(evaluate, masks, batch_size=16)
-    np.testing.assert_array_equal(out, masks.sum(1))
-    assert size == 2 and sizes[:3] == [10, 5, 2]
+        def evaluate_batch(self, batch):
+            self.sizes.append(len(batch))
+            if len(batch) > 3:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return batch.sum(1)
+
+    masks = (np.arange(1, 11)[:, None] >> np.arange(5) & 1).astype(bool)  # 10 distinct masks
+    model = Model()
+    result = evaluate(model, masks)
+    np.testing.assert_array_equal(result.output(), masks.sum(1))
+    assert model.sizes[:3] == [10, 5, 2] and model.batch_size == 2
+    assert result.n_model_calls == 10 and result.flat
 
     def broken(batch):
         raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        run_batches(broken, masks, batch_size=4)
+        evaluate(broken, masks, batch_size=4)
+
+
+def test_evaluate_checks_every_batch():
+    masks = (np.arange(8)[:, None] >> np.arange(4) & 1).astype(bool)
+    with pytest.raises(ValueError, match=r"shape \(8,\) or \(8, k\)"):
+        evaluate(lambda m: np.zeros(3), masks)
+    with pytest.raises(ValueError, match="non-finite"):
+        evaluate(lambda m: np.where(m[:, 0], np.inf, 0.0), np.eye(4, dtype=bool))
+    calls = iter([np.zeros((2, 2)), np.zeros((2, 3))])
+    with pytest.raises(ValueError, match="3 outputs per mask for masks 2...3, but 2 before"):
+        evaluate(lambda m: next(calls), np.eye(4, dtype=bool), batch_size=2)
 
 
 def test_masked_value_function_deduplicates_and_batches():

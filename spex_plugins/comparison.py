@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.evaluation import row_keys
+from .runtime import row_keys
 
 __all__ = ["BASELINES", "BaselineResult", "CallCounter", "contiguous_clustering", "r2_score",
            "run_baseline"]
