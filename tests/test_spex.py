@@ -260,10 +260,17 @@ def test_bad_n(n):
         SPEX().explain(_ones, n)
 
 
-@pytest.mark.parametrize("max_order", [0, 11, -1])
+@pytest.mark.parametrize("max_order", [0, -1, 2.5])
 def test_max_order_outside_range(max_order):
-    with pytest.raises(ValueError, match=r"max_order must be an integer in \[1, n=10\]"):
+    with pytest.raises(ValueError, match=r"max_order must be an integer >= 1"):
         SPEX(max_order=max_order).explain(_ones, 10)
+
+
+def test_max_order_above_n_is_lowered_and_recorded():
+    explanation = SPEX(max_order=11, b=3).explain(_ones, 10, progress=False)
+    assert explanation.metadata["max_order"] == 10
+    assert explanation.metadata["max_order_requested"] == 11
+    assert SPEX(max_order=11).min_budget(10) == SPEX(max_order=10).min_budget(10)
 
 
 def test_bad_configuration():
@@ -277,6 +284,8 @@ def test_budget_too_small_states_the_minimum():
     with pytest.raises(ValueError, match=r"below the minimum SPEX budget of 1344 model calls for "
                                          r"n=1000 features at max_order=5"):
         SPEX().explain(_ones, 1000, budget=1000)
+    with pytest.raises(ValueError, match=r"^max_evals=1000 is below the minimum"):
+        SPEX().explain(_ones, 1000, budget=1000, budget_name="max_evals")
     with pytest.raises(ValueError, match="above budget"):
         SPEX(b=8).explain(_ones, 100, budget=2000)
 

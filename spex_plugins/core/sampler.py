@@ -46,17 +46,19 @@ def min_budget(n: int, max_order: int, n_groups: int = 3) -> int:
     return sample_count(n, max_order, n_groups, MIN_B)
 
 
-def b_for_budget(n: int, max_order: int, n_groups: int, budget: int) -> int:
+def b_for_budget(n: int, max_order: int, n_groups: int, budget: int,
+                 budget_name: str = "budget") -> int:
     """Largest b with ``sample_count(n, max_order, n_groups, b) <= budget`` (closed form).
 
-    Raises ValueError, stating the minimum, when even b = MIN_B does not fit. The degree bound
-    is never lowered to make a budget fit.
+    Raises ValueError, stating the minimum, when even b = MIN_B does not fit; the message names
+    the budget ``budget_name`` (the caller's argument, e.g. ``max_evals``). The degree bound is
+    never lowered to make a budget fit.
     """
     per_bin = n_groups * n_shifts(n, max_order)
     lowest = per_bin << MIN_B
     if budget < lowest:
         raise ValueError(
-            f"budget={budget} is below the minimum SPEX budget of {lowest} model calls for "
+            f"{budget_name}={budget} is below the minimum SPEX budget of {lowest} model calls for "
             f"n={n} features at max_order={max_order} with n_groups={n_groups} "
             f"({n_groups} groups x {per_bin // n_groups} shifts x 2^{MIN_B} masks). Raise the "
             "budget, or lower max_order explicitly."

@@ -10,7 +10,7 @@ from ..runtime import ValueFunction, evaluate, unique_masks
 from .fourier import FourierExplanation
 from .peeling import peel
 from .refit import refit_columns, ridge_refit
-from .sampler import MAX_B, MIN_B, SubsampleDesign, b_for_budget, sample_count
+from .sampler import MAX_B, MIN_B, SubsampleDesign, b_for_budget, min_budget, sample_count
 from .transforms import fwht
 
 __all__ = ["SPEX"]
@@ -29,7 +29,10 @@ class SPEX:
     ----------
     max_order : int
         Degree bound t: the BCH code corrects t errors, so frequencies with up to t features
-        are recoverable. Larger t costs more shifts P (about t log2 n).
+        are recoverable. Larger t costs more shifts P (about t log2 n). A bound above the
+        number of features n loses nothing (no frequency has more than n features), so it is
+        lowered to n; ``metadata["max_order"]`` is the bound used and
+        ``metadata["max_order_requested"]`` the one asked for.
     n_groups : int
         Number of independent subsampling groups C.
     b : int or None
@@ -62,8 +65,8 @@ class SPEX:
             raise ValueError(f"n (number of features) must be an integer >= 1, got {n!r}")
         n = int(n)
         t = self.max_order
-        if isinstance(t, bool) or not isinstance(t, int | np.integer) or not 1 <= t <= n:
-            raise ValueError(f"max_order must be an integer in [1, n={n}], got {t!r}")
+        if isinstance(t, bool) or not isinstance(t, int | np.integer) or t < 1:
+            raise ValueError(f"max_order must be an integer >= 1, got {t!r}")
         if not isinstance(self.n_groups, int | np.integer) or self.n_groups < 1:
             raise ValueError(f"n_groups must be an integer >= 1, got {self.n_groups!r}")
         if self.decoder not in ("soft", "hard"):
@@ -74,24 +77,34 @@ class SPEX:
             raise ValueError(f"b must be in [{MIN_B}, {MAX_B}], got {self.b!r}")
         return n
 
-    def resolve_b(self, n: int, budget: int | None = None) -> int:
-        """The b used for ``n`` features under ``budget`` (ValueError if it does not fit)."""
-        n = self._validate(n)
+    def degree(self, n: int) -> int:
+        """The degree bound used for ``n`` features: ``min(max_order, n)``."""
+        return min(int(self.max_order), self._validate(n))
+
+    def min_budget(self, n: int) -> int:
+        """The smallest budget :meth:`explain` accepts for ``n`` features."""
+        return min_budget(n, self.degree(n), self.n_groups)
+
+    def resolve_b(self, n: int, budget: int | None = None, budget_name: str = "budget") -> int:
+        """The b used for ``n`` features under ``budget`` (ValueError if it does not fit;
+        ``budget_name`` is the argument the error names, e.g. ``max_evals``)."""
+        t = self.degree(n)
         if self.b is None:
             if budget is None:
                 return DEFAULT_B
-            return b_for_budget(n, self.max_order, self.n_groups, int(budget))
+            return b_for_budget(n, t, self.n_groups, int(budget), budget_name=budget_name)
         if budget is not None:
-            need = sample_count(n, self.max_order, self.n_groups, self.b)
+            need = sample_count(n, t, self.n_groups, self.b)
             if need > budget:
                 raise ValueError(
-                    f"b={self.b} needs {need} model calls for n={n}, max_order={self.max_order},"
-                    f" above budget={budget}; pass b=None to choose b from the budget"
+                    f"b={self.b} needs {need} model calls for n={n}, max_order={t}, above "
+                    f"{budget_name}={budget}; pass b=None to choose b from the budget"
                 )
         return self.b
 
     def explain(self, value_function: ValueFunction, n: int, budget: int | None = None, *,
-                batch_size: int | None = None, progress: bool = True) -> FourierExplanation:
+                batch_size: int | None = None, progress: bool = True,
+                budget_name: str = "budget") -> FourierExplanation:
         """Explain ``value_function`` over ``n`` features.
 
         ``value_function(masks)`` receives bool masks (m, n), True = feature kept, and returns
@@ -99,13 +112,16 @@ class SPEX:
         caps the design size (model calls); the minimum is stated in the error if it is too
         small. Identical masks are sent once, through :func:`spex_plugins.runtime.evaluate`, in
         batches of ``batch_size`` (default: the value function's own ``batch_size``, else
-        4096); a cached value function is evaluated through its cache.
+        4096); a cached value function is evaluated through its cache. ``budget_name`` is the
+        name under which the caller received the budget (``max_evals``, ``n_samples``, ...),
+        used in error messages.
         """
         n = self._validate(n)
-        b = self.resolve_b(n, budget)
+        t = self.degree(n)
+        b = self.resolve_b(n, budget, budget_name)
         began = time.perf_counter()
         rng = np.random.default_rng(self.random_state)
-        design = SubsampleDesign.create(n, self.max_order, self.n_groups, b, rng)
+        design = SubsampleDesign.create(n, t, self.n_groups, b, rng)
         masks = design.masks()  # (C, P, 2^b, n)
         distinct, inverse = unique_masks(masks.reshape(-1, n))
         sampled = time.perf_counter()
@@ -125,12 +141,12 @@ class SPEX:
         decoded = time.perf_counter()
 
         if self.refit == "ridge":
-            columns = refit_columns(n, self.max_order, [p.support for p in peeled])
+            columns = refit_columns(n, t, [p.support for p in peeled])
             fit = ridge_refit(bins, design, columns)
             locations, coefficients = fit.support, fit.coefficients
             penalties = fit.penalty.tolist()
         else:
-            locations, coefficients = _stack_outputs(peeled, self.max_order)
+            locations, coefficients = _stack_outputs(peeled, t)
             penalties = None
         finished = time.perf_counter()
 
@@ -145,7 +161,8 @@ class SPEX:
         }
         metadata = {
             "method": "SPEX",
-            "max_order": self.max_order,
+            "max_order": t,
+            "max_order_requested": int(self.max_order),
             "n_groups": self.n_groups,
             "b": b,
             "decoder": self.decoder,
