@@ -408,11 +408,16 @@ def _run_ridge(f: CallCounter, n: int, budget: int, *, seed: int, index, order,
 
 
 def _run_lasso(f: CallCounter, n: int, budget: int, *, seed: int, index, order,
-               cv: int = 5, max_iter: int = 10_000) -> _Estimate:
+               cv: int = 5, n_alphas: int = 30, max_iter: int = 2000) -> _Estimate:
     from sklearn.linear_model import LassoCV
 
     masks = uniform_masks(n, budget, seed)
-    model = LassoCV(cv=cv, max_iter=max_iter, random_state=seed)
+    # a path of n_alphas penalties, 5-fold CV, random coordinate order (faster at n = 1000);
+    # scikit-learn >= 1.7 takes the path length as ``alphas``, older releases as ``n_alphas``
+    path = inspect.signature(LassoCV).parameters["alphas"].default
+    length = {"alphas": n_alphas} if isinstance(path, int) else {"n_alphas": n_alphas}
+    model = LassoCV(cv=cv, max_iter=max_iter, selection="random", random_state=seed,
+                    **length)
     model.fit(masks.astype(np.float64), f(masks))
     return _Estimate(explanation=_linear_explanation(model.intercept_, model.coef_),
                      details={"alpha": float(model.alpha_),
