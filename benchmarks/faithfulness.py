@@ -833,15 +833,18 @@ def report(rows: list[dict], settings: dict, notes: list[str]) -> str:
              f"{settings['library_commit']})", "", f"Command: `{settings['command']}`", "",
              "Held-out R^2 on 1,000 uniform random masks per case (the same masks for every "
              "method). A cell is `R^2 (model calls)`; `-` not run, `err` failed (see notes). "
-             "'best peer' is the best method other than ours (this checkout's spex-plugins); "
-             "margin = ours - best peer (negative: a loss). Own times (model excluded) are in "
-             "the JSON; the machine was a shared 2-core CPU.", ""]
+             "'best peer' is the best method other than ours (this checkout's spex-plugins) and "
+             "our previous estimator (spex-plugins@commit); margin = ours - best peer "
+             "(negative: a loss); 'vs spex-plugins@commit' = ours - previous. Own times "
+             "(model excluded) are below; the machine was a shared 2-core CPU.", ""]
     main = [r for r in rows if r["section"] == "faithfulness"]
     peers = list(dict.fromkeys(r["peer"] for r in main))
     ours = "spex-plugins"
     if main:
-        lines += ["| case | n | budget | " + " | ".join(peers) + " | best peer | margin |",
-                  "|---|---|---|" + "---|" * (len(peers) + 2)]
+        previous = [p for p in peers if p.startswith("spex-plugins@")]
+        lines += ["| case | n | budget | " + " | ".join(peers) + " | best peer | margin |"
+                  + "".join(f" vs {p} |" for p in previous),
+                  "|---|---|---|" + "---|" * (len(peers) + 2 + len(previous))]
         keys = list(dict.fromkeys((r["case"], r["budget"]) for r in main))
         for case, budget in sorted(keys, key=lambda k: (list(CASES).index(k[0])
                                                         if k[0] in CASES else 99, k[1])):
@@ -858,15 +861,16 @@ def report(rows: list[dict], settings: dict, notes: list[str]) -> str:
                     texts.append("no surrogate")
                 else:
                     texts.append(f"{_fmt(r['r2'])} ({r['calls']:,})")
-            others = [(r["r2"], p) for p, r in cell.items() if p != ours and r["status"] == "ok"
-                      and isinstance(r.get("r2"), float) and not math.isnan(r["r2"])]
+            scores = {p: r["r2"] for p, r in cell.items() if r["status"] == "ok"
+                      and isinstance(r.get("r2"), float) and not math.isnan(r["r2"])}
+            others = [(r2, p) for p, r2 in scores.items() if not p.startswith(ours)]
             best = max(others) if others else None
-            mine = cell.get(ours)
-            margin = "-"
-            if best and mine and mine["status"] == "ok" and isinstance(mine.get("r2"), float):
-                margin = f"{mine['r2'] - best[0]:+.3f}"
+            margin = f"{scores[ours] - best[0]:+.3f}" if best and ours in scores else "-"
+            against = "".join(f" {scores[ours] - scores[p]:+.3f} |" if ours in scores and p in
+                              scores else " - |" for p in previous)
             lines.append(f"| {case} | {n} | {budget:,} | " + " | ".join(texts) + " | "
-                         + (f"{best[1]} {best[0]:.3f}" if best else "-") + f" | {margin} |")
+                         + (f"{best[1]} {best[0]:.3f}" if best else "-") + f" | {margin} |"
+                         + against)
         synthetic = [r for r in main if "r2_clean" in r]
         if synthetic:
             lines += ["", "Synthetic cases: R^2 against the noiseless truth, Fourier support "
