@@ -832,6 +832,13 @@ def reuse_rows(path: str, rows: list[dict]) -> list[dict]:
 
 # --- report -----------------------------------------------------------------------------------
 
+EXACT = 1e-12
+
+
+def _fmt_mse(value: float) -> str:
+    return "exact" if value < EXACT else f"{value:.2e}"
+
+
 def _fmt(value, spec=".3f") -> str:
     if value is None:
         return "-"
@@ -909,12 +916,15 @@ def report(rows: list[dict], settings: dict, notes: list[str]) -> str:
     if index_rows:
         peers = list(dict.fromkeys(r["peer"] for r in index_rows))
         lines += ["", "## Index accuracy (exact values from shapiq's ExactComputer)", "",
-                  "Mean over seeds of the MSE to the exact index (sets of size 1..order), "
-                  "`MSE / P@5` per cell (P@5: precision of the top-5 sets). 'best shapiq' is "
-                  "the shapiq estimator with the lowest MSE; ratio = ours / best shapiq "
-                  "(above 1: a loss).", "",
+                  "Mean over seeds of the relative MSE to the exact index (MSE over the sets "
+                  "of size 1..order divided by the mean squared exact value; raw MSE in the "
+                  "JSON), `relative MSE / P@5` per cell (P@5: precision of the top-5 sets; "
+                  "`(k/m)`: k of m seeds ran). 'best shapiq' is the shapiq estimator with the "
+                  f"lowest MSE; ratio = ours / best shapiq (above 1: a loss); below "
+                  f"{EXACT:.0e} a relative MSE counts as exact (float round-off).", "",
                   "| game | index | budget | " + " | ".join(peers) + " | best shapiq | ratio |",
                   "|---|---|---|" + "---|" * (len(peers) + 2)]
+        n_seeds = len({r["seed"] for r in index_rows if "seed" in r})
         keys = sorted({(r["case"], r["index"], r["budget"]) for r in index_rows},
                       key=lambda k: (k[0], [i for i, _ in INDICES].index(k[1]), k[2]))
         for game, index, budget in keys:
@@ -931,18 +941,21 @@ def report(rows: list[dict], settings: dict, notes: list[str]) -> str:
                 elif not ok:
                     texts.append(got[0]["status"] if got[0]["status"] != "error" else "err")
                 else:
-                    mse = float(np.mean([r["mse"] for r in ok]))
+                    mse = float(np.mean([r["relative_mse"] for r in ok]))
                     p5 = float(np.mean([r["precision_at_5"] for r in ok]))
                     means[peer] = mse
-                    texts.append(f"{mse:.2e} / {p5:.2f}" + ("" if len(ok) == len(got) else
-                                                             f" ({len(ok)}/{len(got)})"))
+                    seeds = len({r["seed"] for r in got})
+                    texts.append(("exact" if mse < EXACT else f"{mse:.2e}") + f" / {p5:.2f}"
+                                 + ("" if seeds == n_seeds else f" ({len(ok)}/{n_seeds})"))
             shapiq_means = {p: m for p, m in means.items() if p.startswith("shapiq-")}
             best = min(shapiq_means.items(), key=lambda kv: kv[1]) if shapiq_means else None
             ratio = "-"
-            if best and ours in means and best[1] > 0:
-                ratio = f"{means[ours] / best[1]:.2f}"
+            if best and ours in means:
+                mine, theirs = means[ours], best[1]
+                ratio = ("both exact" if max(mine, theirs) < EXACT else "inf" if theirs < EXACT
+                         else f"{mine / theirs:.2f}")
             lines.append(f"| {game} | {index} | {budget:,} | " + " | ".join(texts) + " | "
-                         + (f"{best[0]} {best[1]:.2e}" if best else "-") + f" | {ratio} |")
+                         + (f"{best[0]} {_fmt_mse(best[1])}" if best else "-") + f" | {ratio} |")
     failures = [r for r in rows if r["status"] in ("error", "skipped", "unavailable")]
     if notes or failures:
         lines += ["", "## Notes, skips and failures", ""]

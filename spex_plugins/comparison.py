@@ -196,7 +196,8 @@ def index_errors(estimate: Mapping[tuple[int, ...], float],
 
     Sets of size 1..``order`` in either mapping count (a missing set is 0; the empty set is
     left out). ``relative_mse`` is ``nan`` when every exact value is 0; precision@k compares
-    :func:`top_interactions` of both (k lowered to the number of sets).
+    :func:`top_interactions` of both (k lowered to the number of sets), with values equal up
+    to 1e-12 of the largest exact value counted as ties.
     """
     keys = sorted({tuple(s) for s in (*estimate, *exact) if 1 <= len(s) <= order})
     if not keys:
@@ -206,7 +207,14 @@ def index_errors(estimate: Mapping[tuple[int, ...], float],
     mse = float(np.mean((est - ref) ** 2))
     scale = float(np.mean(ref ** 2))
     k = min(k, len(keys))
-    truth = {s for s, _ in top_interactions(dict(zip(keys, ref, strict=True)), k)}
+    # values equal up to round-off (1e-12 of the largest exact value) tie, so that an exact
+    # estimate ranks zero-valued sets as the exact values do
+    grain = 1e-12 * float(np.abs(ref).max())
+    if grain > 0:
+        est, ref_ranked = np.round(est / grain) * grain, np.round(ref / grain) * grain
+    else:
+        ref_ranked = ref
+    truth = {s for s, _ in top_interactions(dict(zip(keys, ref_ranked, strict=True)), k)}
     found = {s for s, _ in top_interactions(dict(zip(keys, est, strict=True)), k)}
     return IndexErrors(mse=mse, relative_mse=mse / scale if scale > 0 else math.nan,
                        precision_at_k=len(truth & found) / k, k=k)

@@ -92,6 +92,10 @@ def test_index_errors():
     assert math.isnan(index_errors({(0,): 1.0}, {(0,): 0.0}, 1).relative_mse)
     with pytest.raises(ValueError, match="no sets"):
         index_errors({(): 1.0}, {(): 1.0}, 2)
+    # an exact estimate up to round-off ranks the zero-valued sets as the exact values do
+    sparse_exact = {(0,): 1.0, (1,): 0.0, (2,): 0.0, (3,): 0.0}
+    round_off = {(0,): 1.0 + 1e-15, (1,): 0.0, (2,): 0.0, (3,): 3e-16}
+    assert index_errors(round_off, sparse_exact, 1, k=2).precision_at_k == 1.0
 
 
 def test_support_recovery():
