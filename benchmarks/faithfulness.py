@@ -688,7 +688,8 @@ def main(argv=None) -> None:
                         help="label of --library (default: its git commit)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="run nothing: merge the rows of these results files into --out "
-                             "(JSON and markdown)")
+                             "(JSON and markdown); a later file's row replaces an earlier "
+                             "one's for the same case, peer, budget, seed and index")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -809,8 +810,12 @@ def merge(paths: list[str], out: str | None) -> None:
     runs = [json.loads(Path(path).read_text()) for path in paths]
     settings = dict(runs[0]["settings"], command=" ; ".join(
         run["settings"]["command"] for run in runs), merged_from=paths)
-    notes = [note for run in runs for note in run["notes"]]
-    rows = [row for run in runs for row in run["rows"]]
+    notes = list(dict.fromkeys(note for run in runs for note in run["notes"]))
+    latest: dict[tuple, dict] = {}  # a later file's row replaces an earlier one's
+    for row in (row for run in runs for row in run["rows"]):
+        latest[tuple(row.get(key) for key in ("section", "case", "peer", "budget", "seed",
+                                              "index"))] = row
+    rows = list(latest.values())
     with open(out, "w") as fh:
         json.dump({"settings": settings, "notes": notes, "rows": rows}, fh, indent=1)
     text = report(rows, settings, notes)
