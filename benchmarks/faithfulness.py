@@ -634,7 +634,8 @@ def run_worker(spec: dict, timeout: float, say) -> list[dict]:
                 missing = (budget, spec.get("seed"), None) not in done
             if missing:
                 row = {"section": spec["section"], "case": spec["case"], "budget": budget,
-                       "peer": spec["peer"], "status": "error", "reason": reason,
+                       "peer": spec["peer"], "seed": spec.get("seed"), "status": "error",
+                       "reason": reason,
                        "fingerprint": spec["fingerprint"]}
                 rows.append(row)
                 say(_row_text(row))
@@ -813,8 +814,9 @@ def merge(paths: list[str], out: str | None) -> None:
     notes = list(dict.fromkeys(note for run in runs for note in run["notes"]))
     latest: dict[tuple, dict] = {}  # a later file's row replaces an earlier one's
     for row in (row for run in runs for row in run["rows"]):
-        latest[tuple(row.get(key) for key in ("section", "case", "peer", "budget", "seed",
-                                              "index"))] = row
+        seed = row.get("seed") if row["section"] == "index" else None  # one seed there
+        latest[(row["section"], row["case"], row["peer"], row["budget"], seed,
+                row.get("index"))] = row
     rows = list(latest.values())
     with open(out, "w") as fh:
         json.dump({"settings": settings, "notes": notes, "rows": rows}, fh, indent=1)
