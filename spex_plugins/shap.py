@@ -42,7 +42,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from .core import SPEX, FourierExplanation
 from .core.conversions import interaction_values
-from .core.settings import default_budget, engine
+from .core.settings import engine, resolve_budget
 
 __all__ = ["MAX_INTERACTION_FEATURES", "SpexExplainer", "SpexExplanation"]
 
@@ -433,7 +433,7 @@ class SpexExplainer(shap.Explainer):
         if n == 0:  # nothing varies: a constant game
             return FourierExplanation(n_features, np.full((1, 1), -1), [np.ravel(expected)],
                                       n_model_calls=1, metadata=metadata)
-        budget = default_budget(self.spex, n) if max_evals == "auto" else max_evals
+        budget = resolve_budget(self.spex, n, None if max_evals == "auto" else max_evals)
         delta = getattr(self.masker, "supports_delta_masking", False)
 
         def value_function(masks: np.ndarray) -> np.ndarray:

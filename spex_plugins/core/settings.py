@@ -12,7 +12,7 @@ from typing import Any
 
 from .spex import SPEX
 
-__all__ = ["DEFAULT_BUDGET", "default_budget", "engine", "option_names"]
+__all__ = ["DEFAULT_BUDGET", "default_budget", "engine", "option_names", "resolve_budget"]
 
 DEFAULT_BUDGET = 1000
 """Model calls an adapter spends when the user names no budget (``max_evals="auto"``,
@@ -57,3 +57,12 @@ def default_budget(spex: SPEX, n: int) -> int:
     if n < 63 and (1 << n) <= DEFAULT_BUDGET:
         return max(1 << n, spex.min_budget(n))
     return max(DEFAULT_BUDGET, spex.min_budget(n))
+
+
+def resolve_budget(spex: SPEX, n: int, budget: int | None) -> int | None:
+    """The budget an adapter hands to ``spex.explain`` for ``n`` players: the user's
+    ``budget`` when given; None (the design of the engine's explicit ``b`` decides) when the
+    user set ``b`` instead; else :func:`default_budget`."""
+    if budget is not None:
+        return budget
+    return None if spex.b is not None else default_budget(spex, n)
