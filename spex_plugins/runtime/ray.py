@@ -44,8 +44,11 @@ try:
 except ImportError as error:
     raise ImportError(
         "spex_plugins.runtime.ray needs Ray: pip install 'spex-plugins[ray]'") from error
-from ray.exceptions import RayActorError, RayTaskError
-from ray.util import ActorPool
+if tuple(int(part) for part in ray.__version__.split(".")[:2]) < (2, 58):
+    raise ImportError(f"spex_plugins.runtime.ray needs Ray >= 2.58 (its ActorPool drops dead "
+                      f"actors), found {ray.__version__}: pip install 'spex-plugins[ray]'")
+from ray.exceptions import RayActorError, RayTaskError  # noqa: E402
+from ray.util import ActorPool  # noqa: E402
 
 from .evaluation import ValueFunction, evaluate
 
