@@ -290,3 +290,33 @@ def test_gpus_are_placed_one_per_actor(RayEvaluator, shared):  # noqa: N803
         RayEvaluator(Planted, n_actors=3, num_gpus_per_actor=1, num_cpus_per_actor=0).start()
     with pytest.raises(ValueError, match=r"do not fit \(at most 4\)"):
         RayEvaluator(Planted, n_actors=5, num_gpus_per_actor=0.5, num_cpus_per_actor=0).start()
+
+
+@pytest.mark.slow  # the worker imports torch and transformers: several seconds
+def test_cli_ray_workers_rebuild_the_same_value_function(RayEvaluator, shared,  # noqa: N803
+                                                         tmp_path, monkeypatch):
+    import argparse
+
+    from test_cli import TEXT, save_tiny  # skips without torch / transformers
+
+    from spex_plugins.cli import on_ray, rebuild_value_function
+
+    args = argparse.Namespace(model=save_tiny(tmp_path, "classify"), task="classify",
+                              mask_token=None, target="1", granularity="word", device=None,
+                              ray=1)
+    here = rebuild_value_function(argparse.Namespace(**{**vars(args), "device": "cpu"}), TEXT)
+    masks = random_masks(30, seed=3)[:, :here.n]
+    evaluator = on_ray(here, TEXT, args)
+    try:
+        np.testing.assert_allclose(evaluator(masks), here(masks), rtol=1e-5, atol=1e-6)
+    finally:
+        evaluator.close()
+
+    # workers whose value function differs from this process's (here: a planted game, cheaper
+    # to start than a second copy of the model) are refused
+    cheap = RayEvaluator(Planted, n_actors=1, num_gpus_per_actor=0, num_cpus_per_actor=0)
+    monkeypatch.setattr(importlib.import_module("spex_plugins.runtime.ray"), "RayEvaluator",
+                        lambda *args, **kwargs: cheap)
+    with pytest.raises(SystemExit, match="the Ray workers built another value function"):
+        on_ray(here, TEXT, args)
+    assert cheap.actors_ == []
