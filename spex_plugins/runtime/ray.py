@@ -33,6 +33,7 @@ and GPUs of this machine). Call ``ray.init(...)`` yourself first to choose.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
@@ -117,8 +118,9 @@ class RayEvaluator:
     Parameters
     ----------
     factory : builds the value function on each worker.
-    n_actors : number of actors; None: as many as the Ray cluster's resources hold (GPUs /
-        ``num_gpus_per_actor``, else CPUs / ``num_cpus_per_actor``).
+    n_actors : number of actors; None: as many as the Ray cluster's free resources hold (GPUs /
+        ``num_gpus_per_actor``, else CPUs / ``num_cpus_per_actor``). More than the cluster
+        holds is a ValueError; more than fit in what is free now, a warning (they wait).
     num_gpus_per_actor : GPUs each actor reserves (Ray sets ``CUDA_VISIBLE_DEVICES`` for it, so
         a value function choosing "cuda when available" uses its own GPU); fractions share a
         GPU between actors. ``"auto"``: 1 when the cluster has GPUs, else 0.
@@ -174,20 +176,29 @@ class RayEvaluator:
 
     # --- actors ---------------------------------------------------------------------------
     def _placement(self) -> tuple[int, float]:
-        """(number of actors, GPUs per actor) for the cluster's resources, or a ValueError."""
-        resources = ray.cluster_resources()
-        cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
-        per_gpu = (1.0 if gpus >= 1 else 0.0) if self.num_gpus_per_actor == "auto" \
-            else float(self.num_gpus_per_actor)
+        """(number of actors, GPUs per actor): ValueError when they can never fit in the Ray
+        cluster, a warning when they do not fit in what is free now (the rest then wait)."""
+        total, free = ray.cluster_resources(), ray.available_resources()
+        per_gpu = (1.0 if total.get("GPU", 0) >= 1 else 0.0) \
+            if self.num_gpus_per_actor == "auto" else float(self.num_gpus_per_actor)
         per_cpu = self.num_cpus_per_actor
-        fits = min(gpus // per_gpu if per_gpu else np.inf, cpus // per_cpu if per_cpu else np.inf)
-        n = self.n_actors if self.n_actors is not None else (1 if np.isinf(fits) else int(fits))
-        if n < 1 or n > fits:
+
+        def fitting(resources) -> float:
+            return min(resources.get("GPU", 0.0) // per_gpu if per_gpu else np.inf,
+                       resources.get("CPU", 0.0) // per_cpu if per_cpu else np.inf)
+
+        most, now = fitting(total), fitting(free)
+        n = self.n_actors if self.n_actors is not None else \
+            (1 if np.isinf(now) else max(1, int(now)))
+        what = (f"actor{'s' if n != 1 else ''} with num_cpus_per_actor={per_cpu:g}, "
+                f"num_gpus_per_actor={per_gpu:g}")
+        if n > most:
             raise ValueError(
-                f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs: "
-                f"{'no' if n < 1 else n} actor{'s' if n != 1 else ''} with "
-                f"num_cpus_per_actor={per_cpu:g}, num_gpus_per_actor={per_gpu:g} "
-                f"{'fits' if n < 1 else f'do not fit (at most {int(fits)})'}")
+                f"the Ray cluster has {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} "
+                f"GPUs: {n} {what} do not fit (at most {int(most)})")
+        if n > now:
+            warnings.warn(f"{n} {what}: only {int(now)} fit in the Ray resources free now, the "
+                          "others wait until resources are released", stacklevel=3)
         return n, per_gpu
 
     def _new_actor(self, gpus: float):
