@@ -290,6 +290,8 @@ def test_gpus_are_placed_one_per_actor(RayEvaluator, shared):  # noqa: N803
         RayEvaluator(Planted, n_actors=3, num_gpus_per_actor=1, num_cpus_per_actor=0).start()
     with pytest.raises(ValueError, match=r"do not fit \(at most 4\)"):
         RayEvaluator(Planted, n_actors=5, num_gpus_per_actor=0.5, num_cpus_per_actor=0).start()
+    with pytest.raises(ValueError, match="not one actor with .*num_gpus_per_actor=3 fits"):
+        RayEvaluator(Planted, num_gpus_per_actor=3).start()
 
 
 @pytest.mark.slow  # the worker imports torch and transformers: several seconds

@@ -118,8 +118,9 @@ class RayEvaluator:
     Parameters
     ----------
     factory : builds the value function on each worker.
-    n_actors : number of actors; None: as many as the Ray cluster's free resources hold (GPUs /
-        ``num_gpus_per_actor``, else CPUs / ``num_cpus_per_actor``). More than the cluster
+    n_actors : number of actors; None: as many as the Ray cluster holds (GPUs /
+        ``num_gpus_per_actor``, else CPUs / ``num_cpus_per_actor``; 1 when an actor reserves
+        neither). More than the cluster
         holds is a ValueError; more than fit in what is free now, a warning (they wait).
     num_gpus_per_actor : GPUs each actor reserves (Ray sets ``CUDA_VISIBLE_DEVICES`` for it, so
         a value function choosing "cuda when available" uses its own GPU); fractions share a
@@ -189,16 +190,17 @@ class RayEvaluator:
 
         most, now = fitting(total), fitting(free)
         n = self.n_actors if self.n_actors is not None else \
-            (1 if np.isinf(now) else max(1, int(now)))
-        what = (f"actor{'s' if n != 1 else ''} with num_cpus_per_actor={per_cpu:g}, "
-                f"num_gpus_per_actor={per_gpu:g}")
+            (1 if np.isinf(most) else int(most))
+        need = f"num_cpus_per_actor={per_cpu:g}, num_gpus_per_actor={per_gpu:g}"
+        cluster = (f"the Ray cluster has {total.get('CPU', 0):g} CPUs and "
+                   f"{total.get('GPU', 0):g} GPUs")
+        if n < 1:
+            raise ValueError(f"{cluster}: not one actor with {need} fits")
         if n > most:
-            raise ValueError(
-                f"the Ray cluster has {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} "
-                f"GPUs: {n} {what} do not fit (at most {int(most)})")
+            raise ValueError(f"{cluster}: {n} actors with {need} do not fit (at most {int(most)})")
         if n > now:
-            warnings.warn(f"{n} {what}: only {int(now)} fit in the Ray resources free now, the "
-                          "others wait until resources are released", stacklevel=3)
+            warnings.warn(f"{n} actors with {need}: only {int(now)} fit in the Ray resources "
+                          "free now, the others wait until resources are released", stacklevel=3)
         return n, per_gpu
 
     def _new_actor(self, gpus: float):
