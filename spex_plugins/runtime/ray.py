@@ -120,8 +120,8 @@ class RayEvaluator:
     factory : builds the value function on each worker.
     n_actors : number of actors; None: as many as the Ray cluster holds (GPUs /
         ``num_gpus_per_actor``, else CPUs / ``num_cpus_per_actor``; 1 when an actor reserves
-        neither). More than the cluster
-        holds is a ValueError; more than fit in what is free now, a warning (they wait).
+        neither). More than the cluster holds is a ValueError; more than fit in what is free
+        now, a warning (they wait).
     num_gpus_per_actor : GPUs each actor reserves (Ray sets ``CUDA_VISIBLE_DEVICES`` for it, so
         a value function choosing "cuda when available" uses its own GPU); fractions share a
         GPU between actors. ``"auto"``: 1 when the cluster has GPUs, else 0.
