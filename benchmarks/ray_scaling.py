@@ -12,9 +12,12 @@ evaluated without a cache
   each actor runs torch on one thread).
 
 The runs alternate (1, 2, 1, 2, ...) so that load from other processes falls on both; the
-medians are reported. Throughput = distinct masks / time in the model (``timings["model"]``:
-wall time waiting for outputs; actor start-up and model loading excluded, reported apart).
-Coefficients of every run are compared with the in-process ones.
+medians are reported. Throughput = distinct masks / wall time of the evaluation step of
+``SPEX.explain`` (model calls, output checks; actor start-up and model loading excluded,
+reported apart). Coefficients of every run are compared with the in-process ones (the
+in-process run follows one warm-up run). On Linux the actors' CPU
+time is read from /proc, giving how many CPUs they kept busy (on a machine shared with other
+work, 2 actors can only go faster than 1 if a second core is free for them).
 
 Part 2 (simulated): 8 declared GPUs (``ray.init(num_gpus=8)``; nothing runs on a GPU) hold one
 actor each; the value function sleeps ``--seconds-per-prompt`` x ``--time-scale`` per masked
@@ -23,7 +26,7 @@ the driver's: dispatch, output checks, cache writes (n = 1000 bits per mask) and
 at ~35k masks. Also measured: the pipeline with no model time at all (its ceiling), and
 ``MaskCache.store`` alone.
 
-Run (about 3 minutes on 2 shared cores)::
+Run (about 6 minutes on 2 shared cores)::
 
     .venv/bin/python benchmarks/ray_scaling.py --out benchmarks/results/ray_scaling.json
 """
@@ -70,6 +73,27 @@ class SimulatedLLM:
         return out
 
 
+def evaluation_seconds(explanation) -> float:
+    """Wall time of the evaluation step of ``SPEX.explain`` (model calls, output checks and
+    cache writes; the driver's work overlaps the actors' on Ray, so ``timings["model"]``, the
+    time spent waiting, is less than this)."""
+    t = explanation.timings
+    return t["total"] - t["sampling"] - t["transform"] - t["decode"] - t["refit"]
+
+
+def cpu_seconds(pids) -> float | None:
+    """User + system CPU seconds of the processes ``pids`` so far (Linux /proc; else None)."""
+    try:
+        total = 0
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+
+
 def torch_threads() -> int:
     import torch
 
@@ -88,14 +112,19 @@ def part_minilm(args) -> dict:
     factory = functools.partial(build_minilm, REVIEW, args.batch)
     local = factory()
     spex = SPEX(max_order=args.max_order, random_state=0)
+    spex.explain(local, local.n, args.budget, progress=False)  # warm-up
+    cpu = time.process_time()
     reference = spex.explain(local, local.n, args.budget, progress=False)
-    print(f"MiniLM: n = {local.n} words, {reference.n_model_calls} distinct masks, "
-          f"in process {reference.timings['model']:.2f} s in the model "
-          f"(torch threads {torch_threads()})", flush=True)
-    result = {"n": local.n, "masks": reference.n_model_calls, "budget": args.budget,
+    cpu = time.process_time() - cpu
+    masks = reference.n_model_calls
+    wall = evaluation_seconds(reference)
+    print(f"MiniLM: n = {local.n} words, {masks} distinct masks; in process (torch threads "
+          f"{torch_threads()}): {wall:.2f} s, {masks / wall:.0f} masks/s, "
+          f"{masks / cpu:.0f} masks per CPU second", flush=True)
+    result = {"n": local.n, "masks": masks, "budget": args.budget,
               "max_order": args.max_order, "batch_size": args.batch,
-              "in_process": {"model_seconds": reference.timings["model"],
-                             "torch_threads": torch_threads()}}
+              "in_process": {"seconds": wall, "masks_per_second": masks / wall,
+                             "cpu_seconds": cpu, "torch_threads": torch_threads()}}
     threads = ray.get(ray.remote(num_cpus=1)(torch_threads).remote())  # as in an actor
     result["actor_torch_threads"] = threads
     runs: dict[int, list[dict]] = {1: [], 2: []}
@@ -110,29 +139,39 @@ def part_minilm(args) -> dict:
               flush=True)
     for repeat in range(args.repeats):
         for actors in (1, 2):
+            pids = [worker["pid"] for worker in pools[actors].workers_]
+            cpu = cpu_seconds(pids)
             explanation = spex.explain(pools[actors], local.n, args.budget, progress=False)
+            cpu = None if cpu is None else cpu_seconds(pids) - cpu
+            wall = evaluation_seconds(explanation)
             gap = float(np.max(np.abs(explanation.coefficients - reference.coefficients)))
             same = np.array_equal(explanation.locations, reference.locations)
-            runs[actors].append({"model_seconds": explanation.timings["model"],
-                                 "total_seconds": explanation.timings["total"],
+            runs[actors].append({"seconds": wall, "actor_cpu_seconds": cpu,
                                  "max_coefficient_gap": gap, "same_support": bool(same)})
-            print(f"  repeat {repeat}: {actors} actor(s) {explanation.timings['model']:.2f} s "
-                  f"in the model, {reference.n_model_calls / explanation.timings['model']:.0f} "
-                  f"masks/s, max |coef gap| {gap:.1e}, same support {same}", flush=True)
+            print(f"  repeat {repeat}: {actors} actor(s) {wall:.2f} s, {masks / wall:.0f} "
+                  f"masks/s" + (f", actors busy {cpu / wall:.2f} CPUs, {masks / cpu:.0f} masks "
+                                f"per actor CPU second" if cpu else "")
+                  + f"; max |coef gap| {gap:.1e}, same support {same}", flush=True)
     for actors, pool in pools.items():
         pool.close()
-        seconds = statistics.median(r["model_seconds"] for r in runs[actors])
-        result[f"actors_{actors}"] = {"runs": runs[actors], "median_model_seconds": seconds,
-                                      "masks_per_second": reference.n_model_calls / seconds}
+        seconds = statistics.median(r["seconds"] for r in runs[actors])
+        entry = {"runs": runs[actors], "median_seconds": seconds,
+                 "masks_per_second": masks / seconds}
+        if all(r["actor_cpu_seconds"] for r in runs[actors]):
+            entry["median_cpus_busy"] = statistics.median(
+                r["actor_cpu_seconds"] / r["seconds"] for r in runs[actors])
+            entry["masks_per_actor_cpu_second"] = statistics.median(
+                masks / r["actor_cpu_seconds"] for r in runs[actors])
+        result[f"actors_{actors}"] = entry
     ratio = (result["actors_2"]["masks_per_second"] / result["actors_1"]["masks_per_second"])
-    paired = [one["model_seconds"] / two["model_seconds"]
-              for one, two in zip(runs[1], runs[2], strict=True)]
+    paired = [one["seconds"] / two["seconds"] for one, two in zip(runs[1], runs[2], strict=True)]
     result["throughput_ratio_2_over_1"] = ratio
     result["paired_ratios"] = paired
-    result["in_process_over_1_actor"] = (reference.timings["model"]
-                                         / result["actors_1"]["median_model_seconds"])
     print(f"2 actors / 1 actor throughput: {ratio:.2f} (median); paired runs "
-          + ", ".join(f"{r:.2f}" for r in paired), flush=True)
+          + ", ".join(f"{r:.2f}" for r in paired)
+          + "".join(f"; {a} actor(s) kept {result[f'actors_{a}']['median_cpus_busy']:.2f} "
+                    f"CPUs busy" for a in (1, 2) if "median_cpus_busy" in result[f"actors_{a}"]),
+          flush=True)
     ray.shutdown()
     return result
 
@@ -169,17 +208,19 @@ def part_simulation(args) -> dict:
     spex = SPEX(max_order=args.sim_order, random_state=0)
     for label, seconds_per_mask in (("no_model_time", 0.0),
                                     ("simulated", args.seconds_per_prompt * args.time_scale)):
+        while ray.available_resources().get("GPU", 0) < args.gpus:  # the last pool's actors
+            time.sleep(0.1)
         factory = _simulated_factory(n, seconds_per_mask, args.task_size)
         with RayEvaluator(factory, num_gpus_per_actor=1, num_cpus_per_actor=0,
                           batch_size=args.task_size) as pool:
             path = os.path.join(folder, f"{label}.cache")
             explanation = spex.explain(_cached(pool, path), n, args.sim_budget, progress=False)
             calls = explanation.n_model_calls
-            model = explanation.timings["model"]
+            model = evaluation_seconds(explanation)
             ideal = calls * seconds_per_mask / len(pool.actors_)
             entry = {"actors": len(pool.actors_), "masks": calls,
-                     "model_seconds": model, "ideal_seconds": ideal,
-                     "masks_per_second": calls / model,
+                     "seconds": model, "waiting_seconds": explanation.timings["model"],
+                     "ideal_seconds": ideal, "masks_per_second": calls / model,
                      "efficiency": ideal / model if ideal else None,
                      "spex_own_seconds": explanation.timings["own"],
                      "spex_timings": explanation.timings, "b": explanation.metadata["b"],
@@ -191,8 +232,8 @@ def part_simulation(args) -> dict:
             entry["resume_model_calls"] = evaluation.n_model_calls
         result[label] = entry
         print(f"{label}: {entry['actors']} actors, {calls} "
-              f"masks (b = {entry['b']}), {model:.1f} s waiting for the model "
-              f"(ideal {ideal:.1f} s, {calls / model:,.0f} masks/s), SPEX own work "
+              f"masks (b = {entry['b']}), evaluated in {model:.2f} s (ideal {ideal:.2f} s, "
+              f"{calls / model:,.0f} masks/s), SPEX own work "
               f"{entry['spex_own_seconds']:.1f} s", flush=True)
     ray.shutdown()
     return result
@@ -213,7 +254,7 @@ def _cached(pool, path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=int, default=2000, help="MiniLM SPEX budget")
+    parser.add_argument("--budget", type=int, default=1200, help="MiniLM SPEX budget")
     parser.add_argument("--max-order", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64, help="MiniLM masks per forward pass")
     parser.add_argument("--repeats", type=int, default=3)

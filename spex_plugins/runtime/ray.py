@@ -233,6 +233,10 @@ class RayEvaluator:
         for actor in actors:
             ray.kill(actor)
 
+    def __getstate__(self) -> dict:
+        """A copy (pickle, deepcopy) keeps the configuration and starts its own actors."""
+        return {**self.__dict__, "actors_": [], "workers_": []}
+
     def __enter__(self) -> RayEvaluator:
         return self.start()
 
