@@ -35,8 +35,9 @@ VENV312     := .venv312
 CONSTRAINTS := constraints-dev.txt
 
 # Extras per environment. The 3.12 leg must never install torch (no local wheel for
-# 3.12; PyPI's is a multi-GB CUDA build), hence no captum/transformers there.
-EXTRAS_311 := all,dev
+# 3.12; PyPI's is a multi-GB CUDA build), hence no captum/transformers there. Ray only on
+# 3.11: the Ray tests run there, and the 3.12 leg checks that everything works without it.
+EXTRAS_311 := all,ray,dev
 EXTRAS_312 := shap,shapiq,dev
 
 # Quiet-ish pip: no progress bars or "Requirement already satisfied" chatter,

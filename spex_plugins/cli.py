@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import sys
@@ -67,6 +68,26 @@ def build_value_function(model, tokenizer, text: str, args: argparse.Namespace):
                                device=args.device)
 
 
+def rebuild_value_function(args: argparse.Namespace, text: str):
+    """``explain``'s value function, built again where it runs (the factory of ``--ray``)."""
+    model, tokenizer = load_model(args.model, args.task)
+    return build_value_function(model, tokenizer, text, args)
+
+
+def on_ray(value, text: str, args: argparse.Namespace):
+    """``args.ray`` Ray actors that each build ``value`` again and evaluate its masks."""
+    from .runtime.ray import RayEvaluator
+
+    evaluator = RayEvaluator(functools.partial(rebuild_value_function, args, text),
+                             n_actors=args.ray, batch_size=value.batch_size)
+    if evaluator.cache_key() != value.cache_key():
+        evaluator.close()
+        raise SystemExit("spex-plugins: the Ray workers built another value function than this "
+                         "process (other model files there, or another greedy target: pass "
+                         "--target)")
+    return evaluator
+
+
 def explain(args: argparse.Namespace) -> int:
     from . import SPEX
     from .app.report import top_interactions, write_report
@@ -79,15 +100,17 @@ def explain(args: argparse.Namespace) -> int:
         text = args.text
     began = time.perf_counter()
     model, tokenizer = load_model(args.model, args.task)
-    value = build_value_function(model, tokenizer, text, args)
+    here = argparse.Namespace(**{**vars(args), "device": "cpu"}) if args.ray else args
+    value = build_value_function(model, tokenizer, text, here)  # with --ray: features, key
     n = value.n
+    model_calls = on_ray(value, text, args) if args.ray else value
     if args.no_cache:
-        f, path = value, None
+        f, path = model_calls, None
     else:
         key = value.cache_key()
         path = args.cache or os.path.join(
             default_cache_dir(), f"explain-{hashlib.sha256(key.encode()).hexdigest()[:16]}.cache")
-        f = CachedValueFunction(value, path, key=key)
+        f = CachedValueFunction(model_calls, path, key=key)
     what = {"classify": f"class {getattr(value, 'label', '')} ({args.task})",
             "generate": f"log p({getattr(value, 'target_text', '')!r} | prompt)",
             "embed": "cosine similarity to " + (repr(args.target) if args.target
@@ -108,6 +131,8 @@ def explain(args: argparse.Namespace) -> int:
                "SPEX": f"max_order={args.max_order}, b={explanation.metadata['b']}, "
                        f"{explanation.n_model_calls:,} model calls",
                "wall time": f"{wall:.1f} s", "cache": path or "off"}
+    if args.ray:
+        details["Ray"] = f"{args.ray} actors"
     if r2 is not None:
         details["held-out R^2"] = f"{r2:.3f} on {args.test} uniform random masks"
     write_report(args.out, explanation, value.features, title=f"SPEX explanation: {args.model}",
@@ -151,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="replace masked tokens by this token (default: classify [MASK] when "
                          "the tokenizer has one; generate/embed: deletion); 'none' deletes")
     ex.add_argument("--device", default=None, help="torch device (default: CUDA if present)")
+    ex.add_argument("--ray", type=int, default=0, metavar="ACTORS",
+                    help="evaluate on this many Ray actors, each loading the model (one GPU "
+                         "each when the Ray cluster has GPUs; this process keeps a CPU copy "
+                         "for the features and the target); needs spex-plugins[ray]")
     ex.add_argument("--test", type=int, default=200, help="held-out masks for R^2 (0: none)")
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--out", default="spex_report.html", help="HTML report path")
