@@ -46,12 +46,13 @@ def test_the_package_imports_with_every_host_blocked():
     assert out.stdout.strip() == "ok"
 
 
-@pytest.mark.parametrize("module,host", [("shap", "shap"), ("shapiq", "shapiq"),
-                                         ("captum", "captum"), ("captum", "torch")])
-def test_an_adapter_without_its_host_says_what_to_install(module, host):
+@pytest.mark.parametrize("module,host,extra", [
+    ("shap", "shap", "shap"), ("shapiq", "shapiq", "shapiq"), ("captum", "captum", "captum"),
+    ("captum", "torch", "captum"), ("runtime.ray", "ray", "ray")])
+def test_an_integration_without_its_host_says_what_to_install(module, host, extra):
     out = run_blocked(f"import spex_plugins.{module}", blocked=(host,))
     assert out.returncode != 0
-    assert f"pip install 'spex-plugins[{module}]'" in out.stderr, out.stderr
+    assert f"pip install 'spex-plugins[{extra}]'" in out.stderr, out.stderr
 
 
 def sparse_model(x):
