@@ -26,8 +26,11 @@ from .base import MaskedValueFunction, resolve_device
 from .embedding import model_max_length
 from .text import TokenizedText, resolve_mask_id
 
-__all__ = ["CausalLMLogProb", "context_length", "default_dtype", "teacher_forced_log_probs",
-           "tiny_causal_lm"]
+__all__ = ["ANSWER_TEMPLATE", "CausalLMLogProb", "answer_template", "context_length",
+           "default_dtype", "resolve_dtype", "teacher_forced_log_probs", "tiny_causal_lm"]
+
+ANSWER_TEMPLATE = "Context: {text}\nQuestion: {question}\nAnswer in a few words."
+"""The user message of context attribution: the explained context, then the question."""
 
 CPU_BATCH_TOKENS = 8192
 """Padded tokens per forward pass on a CPU (rows x padded length); a GPU has no such bound
@@ -63,6 +66,30 @@ def default_dtype(device):
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def resolve_dtype(dtype, device):
+    """A torch dtype from None / "auto" (:func:`default_dtype` of ``device``), a torch dtype,
+    or its name ("float32", "bfloat16", "float16")."""
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return default_dtype(device)
+    if isinstance(dtype, str):
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', got "
+                             f"{dtype!r}")
+        return getattr(torch, dtype)
+    return dtype
+
+
+def answer_template(question: str) -> str:
+    """:data:`ANSWER_TEMPLATE` with ``question`` filled in (``{text}`` stays for the context)."""
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("the question is empty: pass the question the model should answer")
+    if "{text}" in question:
+        raise ValueError("the question must not contain '{text}'")
+    return ANSWER_TEMPLATE.replace("{question}", question.strip())
 
 
 def context_length(model, tokenizer=None) -> int | None:
@@ -323,7 +350,8 @@ class CausalLMLogProb(MaskedValueFunction):
         before the first feature) once per batch and reuse it through the KV cache.
     device : torch device (default: CUDA when available, else CPU).
     dtype : None (default) keeps the model's dtype; "auto" = :func:`default_dtype` (bfloat16 /
-        float16 on CUDA, float32 on CPU); or a torch dtype. The model is moved in place.
+        float16 on CUDA, float32 on CPU); a torch dtype or its name. The model is moved in
+        place.
     progress : a progress bar when the object is called directly.
 
     The prompt (+ target, or + ``max_new_tokens`` when generating) must fit the model's
@@ -346,7 +374,7 @@ class CausalLMLogProb(MaskedValueFunction):
         if template.count("{text}") != 1:
             raise ValueError("template must contain '{text}' exactly once")
         self.device = resolve_device(device)
-        dtype = default_dtype(self.device) if dtype == "auto" else dtype
+        dtype = None if dtype is None else resolve_dtype(dtype, self.device)
         self.model = (model.to(self.device) if dtype is None
                       else model.to(self.device, dtype)).eval()
         self.tokenizer = tokenizer

@@ -87,7 +87,6 @@ def _dequantise(folder: str) -> None:
     config = loaded.config
     if hasattr(config, "quantization_config"):  # GGUF-loaded models refuse save_pretrained
         del config.quantization_config
-    config.name_or_path = SMOLLM2_HUB_NAME
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     clean.load_state_dict(loaded.state_dict())
     if clean.generation_config is not None:
@@ -98,6 +97,7 @@ def _dequantise(folder: str) -> None:
     try:
         tokenizer.save_pretrained(staging)
         clean.save_pretrained(staging)
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; the copy is a plain cache
         try:
             os.replace(staging, folder)
         except OSError:  # another process put a complete copy there first
@@ -114,22 +114,30 @@ def load_offline_smollm2(device=None, dtype=None, cache_dir: str | os.PathLike |
     The first call de-quantises the GGUF file (about a minute on a CPU; a line is printed
     when ``progress``) into :func:`smollm2_cache_folder`; later calls load that copy (about a
     second). ``model`` is a ``LlamaForCausalLM`` in eval mode on ``device`` (default: CUDA when
-    available, else CPU) in ``dtype`` (default: bfloat16 on CUDA when supported, else float16
-    on CUDA, float32 on CPU); ``tokenizer`` is its fast tokenizer with a chat template
-    (``<|im_start|>`` / ``<|im_end|>``; pad = eos = ``<|im_end|>``).
+    available, else CPU) in ``dtype`` (a torch dtype or its name; default "auto": bfloat16 on
+    CUDA when supported, else float16 on CUDA, float32 on CPU); ``tokenizer`` is its fast
+    tokenizer with a chat template (``<|im_start|>`` / ``<|im_end|>``; pad = eos =
+    ``<|im_end|>``).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
 
-    from .llm import default_dtype
+    from .llm import resolve_dtype
 
     folder = smollm2_cache_folder(cache_dir)
-    if not _complete(folder):
-        if progress:
-            print(f"SmolLM2-135M-Instruct: de-quantising {SMOLLM2_GGUF} once into {folder} "
-                  "(about a minute on a CPU; later loads take about a second)", flush=True)
-        _dequantise(folder)
-    device = resolve_device(device)
-    dtype = default_dtype(device) if dtype is None else dtype
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    bars = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()  # transformers' per-tensor bars; one line is printed instead
+    try:
+        if not _complete(folder):
+            if progress:
+                print(f"SmolLM2-135M-Instruct: de-quantising {SMOLLM2_GGUF} once into {folder} "
+                      "(about a minute on a CPU; later loads take about a second)", flush=True)
+            _dequantise(folder)
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    finally:
+        if bars:
+            logging.enable_progress_bar()
     return model.to(device).eval(), tokenizer
