@@ -152,10 +152,15 @@ def test_words_of_a_byte_level_bpe_tokenizer_keep_their_tokens():
         warnings.simplefilter("error")
         words = TokenizedText(tokenizer, text, granularity="word")
         tokens = TokenizedText(tokenizer, text, granularity="token")
+        prefixed = TokenizedText(tokenizer, text, granularity="word", prefix="Context: ",
+                                 suffix=" end", add_special_tokens=False)
     assert words.features == ["the", "cat", "sat", "on", "the", "mat"]
     # a token's span starts at its first visible character (whitespace-only tokens stay as is)
     assert all(f == f.lstrip() or not f.strip() for f in tokens.features)
     assert [f for f in tokens.features if f.strip()] == words.features
+    # a prefix ending in a space: the first word's token " the" starts in the prefix
+    assert prefixed.features == words.features
+    assert (prefixed.token_feature >= 0).sum() == (words.token_feature >= 0).sum()
     kept = words.kept_tokens(np.array([[True, False, True, True, True, True]]))[0]
     assert tokenizer.decode(words.ids[kept], skip_special_tokens=True).split() == \
         ["the", "sat", "on", "the", "mat"]
