@@ -32,9 +32,11 @@ __all__ = ["ANSWER_TEMPLATE", "CausalLMLogProb", "answer_template", "context_len
 ANSWER_TEMPLATE = "Context: {text}\nQuestion: {question}\nAnswer in a few words."
 """The user message of context attribution: the explained context, then the question."""
 
-CPU_BATCH_TOKENS = 8192
-"""Padded tokens per forward pass on a CPU (rows x padded length); a GPU has no such bound
-and relies on out-of-memory halving."""
+CPU_BATCH_TOKENS = 1024
+"""Padded tokens per forward pass on a CPU (rows x padded length): on SmolLM2 with 2 cores,
+passes of at most 1,024 tokens ran as fast as or faster than 2,048 and 8,192 at 100 and 500
+prompt tokens (benchmarks/llm_batching.py). A GPU has no such bound and relies on
+out-of-memory halving of the batch."""
 
 
 def _accepts(model, name: str) -> bool:
@@ -192,7 +194,8 @@ def _expanded_cache(pairs, rows: int):
 
 def teacher_forced_log_probs(model, input_ids, target_ids, batch_size: int = 16,
                              pad_token_id: int | None = None, per_token: bool = False,
-                             padding_side: str = "left", *, max_batch_tokens: int | None = None,
+                             padding_side: str = "left", *,
+                             max_batch_tokens: int | Literal["auto"] | None = "auto",
                              sort_by_length: bool = True, share_prefix: bool = True,
                              max_length: int | None = None):
     """log p(target | prompt) for many prompts, one teacher-forced forward pass per batch.
@@ -209,7 +212,8 @@ def teacher_forced_log_probs(model, input_ids, target_ids, batch_size: int = 16,
     per_token : return the (m, T) per-token log-probabilities instead of their sums (m,).
     padding_side : "left" (targets aligned at the end, so only the last T+1 logits are
         computed when the model takes ``logits_to_keep``) or "right".
-    max_batch_tokens : most padded tokens (rows x longest row) per forward pass; None: only
+    max_batch_tokens : most padded tokens (rows x longest row) per forward pass; "auto":
+        :data:`CPU_BATCH_TOKENS` on a CPU, unbounded on other devices; None: only
         ``batch_size`` bounds a pass.
     sort_by_length : run the prompts in order of length, so each pass pads little (results
         come back in the input order).
@@ -246,7 +250,7 @@ def teacher_forced_log_probs(model, input_ids, target_ids, batch_size: int = 16,
 
 
 def _score(model, tokens, lengths, target, *, batch_size: int, pad_token_id: int | None,
-           padding_side: str, max_batch_tokens: int | None, sort_by_length: bool,
+           padding_side: str, max_batch_tokens: int | str | None, sort_by_length: bool,
            share_prefix: bool, max_length: int | None):
     """Per-token log-probabilities (m, T) float64 of ``target`` (T,) after the prompts
     ``tokens`` (m, L) (row i: its first ``lengths[i]`` entries); see
@@ -263,6 +267,8 @@ def _score(model, tokens, lengths, target, *, batch_size: int, pad_token_id: int
             f"{longest + width:,}, above the model's context of {limit:,} tokens; shorten the "
             "text (fewer or shorter features) or the target")
     device = next(model.parameters()).device
+    if max_batch_tokens == "auto":
+        max_batch_tokens = CPU_BATCH_TOKENS if device.type == "cpu" else None
     pad = _default_pad(model) if pad_token_id is None else int(pad_token_id)
     left = padding_side == "left"
     keep_logits = left and _accepts(model, "logits_to_keep")
@@ -344,8 +350,8 @@ class CausalLMLogProb(MaskedValueFunction):
     per_token : outputs (m, T), one per target token, instead of their sum (m,).
     batch_size : masks per model batch (default 64): the runtime sends this many at a time and
         halves it in place on out-of-memory; inside, prompts run sorted by length.
-    max_batch_tokens : most padded tokens per forward pass; "auto": 8,192 on a CPU (passes of
-        few rows pad little), unbounded on a GPU; None: unbounded.
+    max_batch_tokens : most padded tokens per forward pass; "auto": :data:`CPU_BATCH_TOKENS`
+        on a CPU (passes of few rows pad little), unbounded on a GPU; None: unbounded.
     share_prefix : encode the prompt's unmasked prefix (chat template, system text, text
         before the first feature) once per batch and reuse it through the KV cache.
     device : torch device (default: CUDA when available, else CPU).
@@ -414,8 +420,6 @@ class CausalLMLogProb(MaskedValueFunction):
             else _default_pad(model)
         self.per_token = per_token
         self.batch_size = int(batch_size)
-        if max_batch_tokens == "auto":
-            max_batch_tokens = CPU_BATCH_TOKENS if self.device.type == "cpu" else None
         self.max_batch_tokens = max_batch_tokens
         self.share_prefix = bool(share_prefix)
         self.progress = progress
