@@ -274,7 +274,8 @@ def _score(model, tokens, lengths, target, *, batch_size: int, pad_token_id: int
     keep_logits = left and _accepts(model, "logits_to_keep")
     with_positions = _accepts(model, "position_ids")
     argument = _cache_argument(model) if share_prefix and with_positions else None
-    prefix = _shared_prefix(tokens, lengths) if argument is not None else 0
+    # one prompt gains nothing from a separate prefix pass
+    prefix = _shared_prefix(tokens, lengths) if argument is not None and len(lengths) > 1 else 0
     order = torch.argsort(lengths, stable=True) if sort_by_length else torch.arange(len(lengths))
     scores = torch.zeros((len(lengths), width), dtype=torch.float64)
     size = max(1, int(batch_size))
