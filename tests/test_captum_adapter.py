@@ -410,9 +410,10 @@ def test_llm_forward_passes_are_batched_and_targets_take_every_form(sc, tokenize
     finally:
         hook.remove()
     n_targets = len(by_text.output_tokens)
-    # 16 distinct prompts in batches of 6, then the unmasked prompt for output_probs
-    assert [rows for rows, _ in shapes] == [6, 6, 4, 1]
-    assert all(width > n_targets for _, width in shapes)  # prompt + whole target per pass
+    # 16 distinct prompts in batches of 6, each after one pass over the prompts' shared
+    # prefix (then reused through the KV cache), then the unmasked prompt for output_probs
+    assert [rows for rows, _ in shapes] == [1, 6, 1, 6, 1, 4, 1]
+    assert all(width > n_targets for rows, width in shapes if rows > 1)  # + whole target
     ids = torch.tensor(tokenizer.encode(TARGET, add_special_tokens=False))
     by_ids = llm.attribute(inp, target=ids, perturbations_per_eval=6)
     torch.testing.assert_close(by_ids.token_attr, by_text.token_attr)
