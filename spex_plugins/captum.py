@@ -1,9 +1,5 @@
 """Captum adapter: SPEX as a Captum perturbation attribution, and in Captum's LLM workflow.
 
-``import spex_plugins.captum`` needs neither torch nor captum. The public classes subclass
-Captum's own classes, so they are built the first time one of them is looked up (PEP 562
-module ``__getattr__``), which is when torch and captum are imported.
-
 - :class:`Spex` (a ``captum.attr.PerturbationAttribution``): ``attribute(inputs, baselines,
   target, additional_forward_args, feature_mask, n_samples, perturbations_per_eval, ...)``
   with Captum's conventions; Shapley (default) or Banzhaf values broadcast over each
@@ -13,36 +9,84 @@ module ``__getattr__``), which is when torch and captum are imported.
   ``TextTemplateInput``, evaluating the perturbed prompts in batches (one teacher-forced
   forward pass per batch), and returns a :class:`SpexLLMAttributionResult`, Captum's
   ``LLMAttributionResult`` plus the ``explanation`` (interactions).
+
+torch and captum are imported with this module (``pip install 'spex-plugins[captum]'``);
+``import spex_plugins`` itself needs neither.
+
+>>> import torch
+>>> from spex_plugins.captum import Spex
+>>> def model(x):  # one output per example
+...     return x[:, 0] * x[:, 1] + x[:, 2]
+>>> attributions = Spex(model, random_state=0).attribute(torch.ones(1, 3))
+>>> [round(v, 6) for v in attributions[0].tolist()]
+[0.5, 0.5, 1.0]
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
-from .core import SPEX, FourierExplanation, min_budget
+try:
+    import torch
+    from captum._utils.common import (
+        _expand_additional_forward_args,
+        _expand_target,
+        _format_additional_forward_args,
+        _format_output,
+        _format_tensor_into_tuples,
+        _is_tuple,
+        _run_forward,
+    )
+    from captum.attr import (
+        LLMAttribution,
+        LLMAttributionResult,
+        PerturbationAttribution,
+        TextTemplateInput,
+        TextTokenInput,
+    )
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError("spex_plugins.captum needs torch and captum: "
+                      "pip install 'spex-plugins[captum]'") from error
+
+from .core import SPEX, FourierExplanation
+from .core.settings import engine, resolve_budget
 
 __all__ = ["Spex", "SpexLLMAttribution", "SpexLLMAttributionResult"]
 
+Index = Literal["shapley", "banzhaf"]
 INDICES = ("shapley", "banzhaf")
-
-# Built by _classes() on first access (module __getattr__):
-Spex: type
-SpexLLMAttribution: type
-SpexLLMAttributionResult: type
+TargetType = str | torch.Tensor | Sequence[int] | None
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return _classes()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _check_budget_type(n_samples) -> None:
+    if n_samples is not None and (isinstance(n_samples, bool)
+                                  or not isinstance(n_samples, int | np.integer)):
+        raise ValueError(f"n_samples must be an integer or None, got {n_samples!r}")
 
 
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+def _check_per_eval(perturbations_per_eval) -> None:
+    if (isinstance(perturbations_per_eval, bool)
+            or not isinstance(perturbations_per_eval, int | np.integer)
+            or perturbations_per_eval < 1):
+        raise ValueError(
+            f"perturbations_per_eval must be an integer >= 1, got {perturbations_per_eval!r}")
+
+
+def _explain(spex: SPEX, value_function: Callable[[np.ndarray], np.ndarray], n: int,
+             n_samples: int | None, batch_size: int, progress: bool) -> FourierExplanation:
+    """The core explanation of ``value_function`` over ``n`` players; ``n_samples`` None means
+    the default budget (see :func:`spex_plugins.core.settings.resolve_budget`)."""
+    _check_budget_type(n_samples)
+    budget = resolve_budget(spex, n, None if n_samples is None else int(n_samples))
+    with torch.no_grad():
+        return spex.explain(value_function, n, budget, batch_size=int(batch_size),
+                            progress=progress, budget_name="n_samples")
 
 
 # --------------------------------------------------------------------------------------------
@@ -50,49 +94,30 @@ def __dir__() -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-class _SpexMethods:
-    """The methods of :class:`Spex`; the class itself also derives from Captum's
-    ``PerturbationAttribution`` (see :func:`_classes`)."""
+class Spex(PerturbationAttribution):
+    """SPEX (Kang et al., ICML 2025) as a Captum perturbation attribution.
 
-    def __init__(self, forward_func, max_order: int = 5, n_groups: int = 3, b: int | None = None,
-                 decoder: str = "soft", refit: str | None = "ridge", random_state=None,
-                 max_players: int = 4096) -> None:
+    ``Spex(forward_func, *, spex=None, max_players=4096, **spex_options)``: the engine is
+    ``spex`` (a :class:`spex_plugins.SPEX`) or built from its keyword names (``max_order``,
+    ``n_groups``, ``b``, ``decoder``, ``refit``, ``random_state``, ``chase_depth``, ...), which
+    may also override ``spex``'s settings; ``max_players`` is the largest number of players
+    accepted. The degree bound above the number of players is lowered by the core.
+
+    ``attribute(...)`` returns Shapley (or Banzhaf) values shaped like the inputs, as
+    ``KernelShap`` does; ``attribute_interactions(...)`` returns the sparse spectrum of each
+    example as a :class:`spex_plugins.FourierExplanation`.
+    """
+
+    def __init__(self, forward_func: Callable, *, spex: SPEX | None = None,
+                 max_players: int = 4096, **spex_options: Any) -> None:
         super().__init__(forward_func)
-        self.max_order = max_order
-        self.n_groups = n_groups
-        self.b = b
-        self.decoder = decoder
-        self.refit = refit
-        self.random_state = random_state
+        self.spex = engine(spex, **spex_options)
         self.max_players = max_players
-
-    def _engine(self, n_players: int) -> SPEX:
-        """The core SPEX engine for ``n_players`` players.
-
-        The degree bound is ``min(max_order, n_players)``: no interaction has more players than
-        there are, so the bound loses nothing.
-        """
-        return SPEX(max_order=min(self.max_order, n_players), n_groups=self.n_groups, b=self.b,
-                    decoder=self.decoder, refit=self.refit, random_state=self.random_state)
-
-    def _check_budget(self, n_players: int, n_samples: int | None) -> None:
-        """ValueError stating the minimum when ``n_samples`` is too small for ``n_players``."""
-        if n_samples is None:
-            return
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer):
-            raise ValueError(f"n_samples must be an integer or None, got {n_samples!r}")
-        t = min(self.max_order, n_players)
-        need = min_budget(n_players, t, self.n_groups)
-        if n_samples < need:
-            raise ValueError(
-                f"n_samples={n_samples} is below the minimum SPEX budget of {need} model calls "
-                f"for {n_players} players at max_order={t} with n_groups={self.n_groups}; raise "
-                "n_samples, group features with a coarser feature_mask, or lower max_order")
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
                   feature_mask=None, n_samples: int | None = None,
                   perturbations_per_eval: int = 1, show_progress: bool = False,
-                  index: str = "shapley", return_input_shape: bool = True):
+                  index: Index = "shapley", return_input_shape: bool = True):
         """Shapley (or Banzhaf) values of each feature-mask group, Captum style.
 
         Arguments follow ``captum.attr.KernelShap.attribute``:
@@ -104,16 +129,21 @@ class _SpexMethods:
         - ``feature_mask``: integer tensor(s) broadcastable to the inputs, ids 0..n-1 without
           gaps, grouping elements (across tensors too) into n players. Default: every scalar
           of one example is a player (at most ``max_players`` of them).
-        - ``n_samples``: SPEX budget (design samples per explanation); None: ``b`` or 8.
+        - ``n_samples``: the SPEX budget (distinct perturbations, shared by all examples);
+          None: all 2^n perturbations for up to 9 players, else about 1,000 (at least the
+          engine's minimum, see :func:`spex_plugins.core.settings.default_budget`). A budget
+          below the minimum raises a ValueError that states it.
         - ``perturbations_per_eval``: perturbations per forward call; each call holds
           ``perturbations_per_eval * batch size`` rows. Results do not depend on it.
+        - ``show_progress``: a progress bar over the model calls (total and ETA from the start).
         - ``index``: "shapley" or "banzhaf".
         - ``return_input_shape``: False returns the per-player values, (examples, n).
 
         When ``forward_func`` returns one scalar per example, each example gets its own
-        explanation (all examples share the masks, so each forward call covers all of them).
-        When it returns one scalar for the whole batch, the batch is explained as one and the
-        attributions have first dimension 1. Returns tensor(s) shaped like ``inputs``.
+        explanation: all examples share the masks (each forward call covers all of them), and
+        each is fitted on its own, so an example's attributions are the same alone or in a
+        batch. When it returns one scalar for the whole batch, the batch is explained as one
+        and the attributions have first dimension 1. Returns tensor(s) shaped like ``inputs``.
         """
         if index not in INDICES:
             raise ValueError(f"index must be one of {INDICES}, got {index!r}")
@@ -152,23 +182,10 @@ class _SpexMethods:
         return problem
 
     def _explain(self, problem, n_samples, perturbations_per_eval, show_progress):
-        self._check_budget(problem.n_players, n_samples)
-        import torch
-
-        with torch.no_grad():
-            explanation = self._engine(problem.n_players).explain(
-                problem.value_function, problem.n_players, budget=n_samples,
-                batch_size=int(perturbations_per_eval), progress=show_progress)
+        explanation = _explain(self.spex, problem.value_function, problem.n_players, n_samples,
+                               perturbations_per_eval, show_progress)
         explanation.metadata["captum_method"] = type(self).__name__
         return explanation
-
-
-def _check_per_eval(perturbations_per_eval) -> None:
-    if (isinstance(perturbations_per_eval, bool)
-            or not isinstance(perturbations_per_eval, int | np.integer)
-            or perturbations_per_eval < 1):
-        raise ValueError(
-            f"perturbations_per_eval must be an integer >= 1, got {perturbations_per_eval!r}")
 
 
 class _MaskedProblem:
@@ -180,14 +197,6 @@ class _MaskedProblem:
 
     def __init__(self, forward_func, inputs, baselines, target, additional_forward_args,
                  feature_mask, max_players: int):
-        import torch
-        from captum._utils.common import (
-            _format_additional_forward_args,
-            _format_tensor_into_tuples,
-            _is_tuple,
-            _run_forward,
-        )
-
         self.forward_func = forward_func
         self.is_tuple = _is_tuple(inputs)
         if not self.is_tuple and not isinstance(inputs, torch.Tensor):
@@ -225,7 +234,6 @@ class _MaskedProblem:
                 f"forward_func (with target={target!r}) returned shape {tuple(initial.shape)} "
                 f"for {self.batch_size} example(s); it must return one scalar per example "
                 "(pick one output with target) or one scalar for the whole batch")
-        self._run_forward = _run_forward
 
     @property
     def n_outputs(self) -> int:
@@ -233,7 +241,6 @@ class _MaskedProblem:
 
     def perturbed(self, keep) -> tuple:
         """Inputs for a bool (m, n) tensor of kept players: rows (m * batch), mask-major."""
-        import torch
 
         out = []
         for x, base, mask in zip(self.inputs, self.baselines, self.masks, strict=True):
@@ -245,19 +252,16 @@ class _MaskedProblem:
         return tuple(out)
 
     def value_function(self, masks: np.ndarray) -> np.ndarray:
-        import torch
-        from captum._utils.common import _expand_additional_forward_args, _expand_target
-
         m = len(masks)
         keep = torch.from_numpy(np.ascontiguousarray(masks, dtype=bool)).to(self.device)
         if self.aggregate:
-            outputs = [self._run_forward(self.forward_func, self.perturbed(keep[i:i + 1]),
+            outputs = [_run_forward(self.forward_func, self.perturbed(keep[i:i + 1]),
                                          self.target, self.args) for i in range(m)]
             values = torch.stack([torch.as_tensor(o).reshape(-1) for o in outputs])
         else:
             target = _expand_target(self.target, m)
             args = _expand_additional_forward_args(self.args, m)
-            values = self._run_forward(self.forward_func, self.perturbed(keep), target, args)
+            values = _run_forward(self.forward_func, self.perturbed(keep), target, args)
             values = torch.as_tensor(values)
         expected = m * self.n_outputs
         if values.numel() != expected:
@@ -279,9 +283,6 @@ class _MaskedProblem:
 
     def attributions(self, values: np.ndarray, return_input_shape: bool):
         """Per-player values (n, K) -> Captum-shaped attributions (group value broadcast)."""
-        import torch
-        from captum._utils.common import _format_output
-
         per_player = torch.as_tensor(np.asarray(values).reshape(self.n_players, -1).T)  # (K, n)
         if not return_input_shape:
             return per_player.to(self._dtype(self.inputs[0]))
@@ -297,14 +298,11 @@ class _MaskedProblem:
 
     @staticmethod
     def _dtype(x):
-        import torch
-
         return x.dtype if x.is_floating_point() else torch.float32
 
 
 def _format_baselines(baselines, inputs: tuple) -> tuple:
     """Baselines as one tensor per input, broadcast to its shape (Captum's accepted forms)."""
-    import torch
 
     if baselines is None:
         baselines = (0,) * len(inputs)
@@ -331,7 +329,6 @@ def _format_feature_mask(feature_mask, inputs: tuple, max_players: int) -> tuple
     Ids must be integers 0..n-1 with none missing, each mask broadcastable to its input (a
     leading dimension of 1 or the batch size when it has the input's rank).
     """
-    import torch
 
     if feature_mask is None:
         n = sum(math.prod(x.shape[1:]) for x in inputs)
@@ -386,36 +383,83 @@ def _format_feature_mask(feature_mask, inputs: tuple, max_players: int) -> tuple
 # --------------------------------------------------------------------------------------------
 
 
-class _SpexLLMMethods:
-    """The methods of :class:`SpexLLMAttribution`; the class also derives from Captum's
-    ``LLMAttribution`` (see :func:`_classes`)."""
+class SpexLLMAttributionResult(LLMAttributionResult):
+    """Captum's ``LLMAttributionResult`` plus the SPEX ``explanation``.
 
-    def __init__(self, attr_method, tokenizer, attr_target: str = "log_prob") -> None:
-        spex = _classes()["Spex"]
-        if not isinstance(attr_method, spex):
-            import torch
+    ``explanation`` is a :class:`spex_plugins.FourierExplanation` over the interpretable
+    features (``metadata["feature_names"]``); output 0 is the whole target, output 1 + j target
+    token j. :meth:`interactions` reads it with (position, feature text) keys.
+    """
 
+    def __init__(self, *, explanation: FourierExplanation, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.explanation = explanation
+
+    def interactions(self, index: str = "FSII", order: int = 2,
+                     output: int = 0) -> dict[tuple[tuple[int, str], ...], float]:
+        """Interactions among input features, keyed by tuples of (position, feature text).
+
+        Positions keep repeated words apart (two " taller" features are two keys), as
+        Captum's own attributions are positional. ``output`` 0 is the whole target sequence,
+        1 + j its token j; ``index`` and ``order`` as in
+        :meth:`spex_plugins.FourierExplanation.interactions`.
+        """
+        names = self.explanation.metadata["feature_names"]
+        values = self.explanation.output(output).interactions(index, order)
+        return {tuple((i, names[i]) for i in key): v for key, v in values.items()}
+
+
+class SpexLLMAttribution(LLMAttribution):
+    """Captum's ``LLMAttribution`` with SPEX, evaluating perturbed prompts in batches.
+
+    ``SpexLLMAttribution(Spex(model, random_state=0), tokenizer, attr_target="log_prob")``, as
+    ``LLMAttribution(FeatureAblation(model), tokenizer)`` (a bare model gets ``Spex(model)``).
+    :meth:`attribute` takes a ``TextTokenInput`` / ``TextTemplateInput``, scores the target by
+    teacher forcing (whole target per forward pass, ``perturbations_per_eval`` prompts per
+    pass) and returns a :class:`SpexLLMAttributionResult`, so ``plot_token_attr`` and
+    ``plot_seq_attr`` work as with Captum's methods.
+    """
+
+    SUPPORTED_METHODS = (Spex,)
+    SUPPORTED_PER_TOKEN_ATTR_METHODS = (Spex,)
+    SUPPORTED_INPUTS = (TextTemplateInput, TextTokenInput)
+
+    def __init__(self, attr_method: Spex | torch.nn.Module, tokenizer,
+                 attr_target: Literal["log_prob", "prob"] = "log_prob") -> None:
+        if not isinstance(attr_method, Spex):
             if not isinstance(attr_method, torch.nn.Module):
                 raise TypeError(
                     "SpexLLMAttribution takes a Spex attribution built on a causal LM "
                     "(Spex(model, ...)) or the causal LM itself, got "
                     f"{type(attr_method).__name__}; Captum's own methods go to LLMAttribution")
-            attr_method = spex(attr_method)
+            attr_method = Spex(attr_method)
         if attr_target not in ("log_prob", "prob"):
             raise ValueError(f"attr_target must be 'log_prob' or 'prob', got {attr_target!r}")
         super().__init__(attr_method, tokenizer, attr_target=attr_target)
 
-    def attribute(self, inp, target=None, num_trials: int = 1, gen_args: dict | None = None, *,
+    def attribute(self, inp, target: TargetType = None, num_trials: int = 1,
+                  gen_args: dict | None = None, use_cached_outputs: bool = True,
+                  _inspect_forward: Callable | None = None, forward_in_tokens: bool = True, *,
                   n_samples: int | None = None, perturbations_per_eval: int = 16,
-                  show_progress: bool = False, index: str = "shapley"):
+                  show_progress: bool = False, index: Index = "shapley"
+                  ) -> SpexLLMAttributionResult:
         """Attribute the target's log-probability to the features of ``inp``.
 
-        ``inp``: a ``TextTokenInput`` or ``TextTemplateInput``; ``target``: a string, a 1-D
-        tensor of token ids, or None (the model's greedy continuation, generated once with
-        ``gen_args``). Each perturbed prompt is the prompt Captum's ``LLMAttribution`` builds;
-        ``perturbations_per_eval`` of them share one teacher-forced forward pass (padded,
-        attention-masked) that scores every target token. ``n_samples`` is the SPEX budget.
-        ``num_trials`` must be 1: a SPEX design is fixed by the ``Spex`` ``random_state``.
+        ``inp``: a ``TextTokenInput`` or ``TextTemplateInput``; ``target``: a string, token ids
+        (a 1-D tensor or a list of ints), or None (the model's greedy continuation, generated
+        once with ``gen_args``). Each perturbed prompt is the prompt Captum's
+        ``LLMAttribution`` builds; ``perturbations_per_eval`` of them share one teacher-forced
+        forward pass (padded, attention-masked) that scores every target token. ``n_samples``
+        is the SPEX budget (None: about 1,000 prompts, all 2^n for up to 9 features; see
+        :func:`spex_plugins.core.settings.default_budget`); ``show_progress`` shows the prompts
+        to go and the ETA. ``num_trials`` must be 1: a SPEX design is fixed by the ``Spex``
+        ``random_state``.
+
+        Drop-in arguments of Captum's ``LLMAttribution.attribute`` that do not change SPEX's
+        scoring are accepted and not used: ``use_cached_outputs`` (every prompt is scored by
+        one teacher-forced pass over prompt + target, never token by token),
+        ``forward_in_tokens`` (prompts are always built and scored as token ids) and
+        ``_inspect_forward``.
 
         Returns a :class:`SpexLLMAttributionResult`: ``seq_attr`` (features,) for the whole
         target, ``token_attr`` (target tokens, features), ``output_probs`` of the target
@@ -432,22 +476,21 @@ class _SpexLLMMethods:
             raise TypeError(f"SpexLLMAttribution supports {supported} inputs, got "
                             f"{type(inp).__name__}")
         _check_per_eval(perturbations_per_eval)
-        import torch
-
+        if isinstance(target, list | tuple | np.ndarray):
+            if not all(isinstance(t, int | np.integer) for t in target):
+                raise TypeError("a target given as a sequence must hold token ids (ints)")
+            target = torch.as_tensor(np.asarray(target, dtype=np.int64))
         target_tokens = torch.as_tensor(self._get_target_tokens(inp, target, gen_args=gen_args),
                                         dtype=torch.long).reshape(-1).cpu()
         if len(target_tokens) == 0:
             raise ValueError("the target is empty: nothing to attribute")
         n = inp.n_itp_features
-        spex = self.attr_method
-        spex._check_budget(n, n_samples)
 
         def value_function(masks: np.ndarray) -> np.ndarray:
             return self._log_probs(inp, masks, target_tokens, perturbations_per_eval)
 
-        explanation = spex._engine(n).explain(value_function, n, budget=n_samples,
-                                              batch_size=int(perturbations_per_eval),
-                                              progress=show_progress)
+        explanation = _explain(self.attr_method.spex, value_function, n, n_samples,
+                               perturbations_per_eval, show_progress)
         full = self._log_probs(inp, np.ones((1, n), bool), target_tokens, 1)[0, 1:]
         output_tokens = self._pretty_tokens(target_tokens)
         explanation.metadata.update(
@@ -461,16 +504,13 @@ class _SpexLLMMethods:
                       output_tokens=output_tokens, inp=inp,
                       output_probs=torch.as_tensor(full if self.attr_target == "prob"
                                                    else np.exp(full), dtype=torch.float32))
-        result_class = _classes()["SpexLLMAttributionResult"]
-        return result_class(explanation=explanation,
-                            **{k: v for k, v in fields.items() if k in _result_fields()})
+        return SpexLLMAttributionResult(
+            explanation=explanation, **{k: v for k, v in fields.items() if k in _result_fields()})
 
     def _prompts(self, inp, masks: np.ndarray) -> list:
         """The perturbed prompts (1-D token id tensors) Captum's LLMAttribution would run."""
-        import torch
-
         keep = torch.from_numpy(np.ascontiguousarray(masks, dtype=bool)).long()
-        if _batched(inp):
+        if isinstance(inp, TextTokenInput):  # builds all perturbed prompts from a (m, n) mask
             return list(inp.to_model_input(keep).cpu())
         prompts = []
         for row in keep:
@@ -480,8 +520,6 @@ class _SpexLLMMethods:
 
     def _log_probs(self, inp, masks: np.ndarray, target_tokens, batch_size: int) -> np.ndarray:
         """(m, 1 + T): the target's total log-probability (or probability), then per token."""
-        import torch
-
         from .models.llm import teacher_forced_log_probs
 
         per_token = teacher_forced_log_probs(
@@ -503,13 +541,6 @@ class _SpexLLMMethods:
         return [str(t) for t in self.tokenizer.convert_ids_to_tokens(target_tokens.tolist())]
 
 
-def _batched(inp) -> bool:
-    """Whether ``inp.to_model_input`` builds many perturbed prompts from a (m, n) tensor."""
-    from captum.attr import TextTokenInput
-
-    return isinstance(inp, TextTokenInput)
-
-
 def _feature_names(inp) -> list[str]:
     """One name per interpretable feature: its token / value, or its values joined."""
     mask = getattr(inp, "formatted_mask", None) if getattr(inp, "mask", None) else None
@@ -524,84 +555,4 @@ def _feature_names(inp) -> list[str]:
 @functools.cache
 def _result_fields() -> frozenset[str]:
     """The keyword arguments the installed ``LLMAttributionResult`` accepts."""
-    import inspect
-
-    from captum.attr import LLMAttributionResult
-
     return frozenset(inspect.signature(LLMAttributionResult.__init__).parameters)
-
-
-class _SpexLLMResultMethods:
-    def __init__(self, *, explanation: FourierExplanation, **fields) -> None:
-        super().__init__(**fields)
-        self.explanation = explanation
-
-    def interactions(self, index: str = "FSII", order: int = 2, output: int = 0) -> dict:
-        """Interactions among input features, keyed by feature-name tuples.
-
-        ``output`` 0 is the whole target sequence, 1 + j its token j; ``index`` and ``order``
-        as in :meth:`spex_plugins.FourierExplanation.interactions`.
-        """
-        names = self.explanation.metadata["feature_names"]
-        values = self.explanation.output(output).interactions(index, order)
-        return {tuple(names[i] for i in key): v for key, v in values.items()}
-
-
-# --------------------------------------------------------------------------------------------
-# Class construction (imports torch and captum)
-# --------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _classes() -> dict[str, type]:
-    from captum.attr import (
-        LLMAttribution,
-        LLMAttributionResult,
-        PerturbationAttribution,
-        TextTemplateInput,
-        TextTokenInput,
-    )
-
-    def build(name: str, bases: tuple, **attributes) -> type:
-        return type(name, bases, {"__module__": __name__, "__qualname__": name, **attributes})
-
-    spex = build("Spex", (_SpexMethods, PerturbationAttribution), __doc__=_SPEX_DOC)
-    classes = {"Spex": spex}
-    classes["SpexLLMAttribution"] = build(
-        "SpexLLMAttribution", (_SpexLLMMethods, LLMAttribution), __doc__=_LLM_DOC,
-        SUPPORTED_METHODS=(spex,), SUPPORTED_PER_TOKEN_ATTR_METHODS=(spex,),
-        SUPPORTED_INPUTS=(TextTemplateInput, TextTokenInput))
-    classes["SpexLLMAttributionResult"] = build(
-        "SpexLLMAttributionResult", (_SpexLLMResultMethods, LLMAttributionResult),
-        __doc__=_RESULT_DOC)
-    return classes
-
-
-_SPEX_DOC = """SPEX (Kang et al., ICML 2025) as a Captum perturbation attribution.
-
-    ``Spex(forward_func, max_order=5, n_groups=3, b=None, decoder="soft", refit="ridge",
-    random_state=None, max_players=4096)``: the SPEX settings of
-    :class:`spex_plugins.SPEX` (``max_order`` is capped at the number of players) and the
-    largest number of players accepted.
-
-    ``attribute(...)`` returns Shapley (or Banzhaf) values shaped like the inputs, as
-    ``KernelShap`` does; ``attribute_interactions(...)`` returns the sparse spectrum of each
-    example as a :class:`spex_plugins.FourierExplanation`.
-    """
-
-_LLM_DOC = """Captum's ``LLMAttribution`` with SPEX, evaluating perturbed prompts in batches.
-
-    ``SpexLLMAttribution(Spex(model, random_state=0), tokenizer, attr_target="log_prob")``, as
-    ``LLMAttribution(FeatureAblation(model), tokenizer)`` (a bare model gets ``Spex(model)``).
-    ``attribute(inp, target, ...)`` takes a ``TextTokenInput`` / ``TextTemplateInput``, scores
-    the target by teacher forcing (whole target per forward pass, ``perturbations_per_eval``
-    prompts per pass) and returns a :class:`SpexLLMAttributionResult`, so ``plot_token_attr``
-    and ``plot_seq_attr`` work as with Captum's methods.
-    """
-
-_RESULT_DOC = """Captum's ``LLMAttributionResult`` plus the SPEX ``explanation``.
-
-    ``explanation`` is a :class:`spex_plugins.FourierExplanation` over the interpretable
-    features (``metadata["feature_names"]``); output 0 is the whole target, output 1 + j target
-    token j. ``interactions(index, order, output)`` reads it with feature names as keys.
-    """

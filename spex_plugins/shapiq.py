@@ -1,11 +1,10 @@
 """shapiq adapter: SPEX as a shapiq approximator, and a side-by-side comparison of estimators.
 
-``import spex_plugins.shapiq`` does not import shapiq; it is imported on first use.
-
-* :class:`SpexApproximator` (built on first access, a subclass of shapiq's ``Approximator``):
-  ``SpexApproximator(n, max_order=2, index="k-SII").approximate(budget, game)`` returns
+* :class:`SpexApproximator`, a subclass of shapiq's ``Approximator`` with the parameter names and
+  defaults of the installed shapiq's own ``SPEX``:
+  ``SpexApproximator(n=n, max_order=2, index="k-SII").approximate(budget, game)`` returns
   ``shapiq.InteractionValues`` and plugs into shapiq's explainers
-  (``shapiq.TabularExplainer(model, data, approximator=SpexApproximator(...))``).
+  (``shapiq.TabularExplainer(model, data, approximator=SpexApproximator(n=...))``).
 * :func:`to_interaction_values`: any :class:`~spex_plugins.FourierExplanation` as
   ``InteractionValues`` of a shapiq index (converted with shapiq's own ``MoebiusConverter``).
 * :func:`compare`: ours, shapiq's SPEX / ProxySPEX, Faith-Banzhaf regression and the
@@ -14,19 +13,43 @@
 The indices are those shapiq's ``MoebiusConverter`` computes from Möbius coefficients (SV, BV,
 SII, k-SII, STII, FSII, FBII and, from shapiq 1.5, BII) plus the exact conversions of the core
 (Moebius, BII on older shapiq, and Fourier where the installed shapiq knows the index).
+
+shapiq is imported with this module (``pip install 'spex-plugins[shapiq]'``);
+``import spex_plugins`` itself does not need it.
+
+>>> import numpy as np
+>>> from spex_plugins.shapiq import SpexApproximator
+>>> def game(coalitions):  # bool (m, 4) -> (m,)
+...     return 1.0 * coalitions[:, 0] * coalitions[:, 1] + coalitions[:, 2]
+>>> iv = SpexApproximator(n=4, index="SV", max_order=1, random_state=0).approximate(600, game)
+>>> [round(iv[(i,)], 6) for i in range(4)]
+[0.5, 0.5, 1.0, 0.0]
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+try:
+    import shapiq
+    from shapiq.approximator.base import Approximator
+    from shapiq.game_theory.indices import is_index_valid
+    from shapiq.game_theory.moebius_converter import MoebiusConverter
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError("spex_plugins.shapiq needs shapiq: pip install 'spex-plugins[shapiq]'"
+                      ) from error
+
 from .core import SPEX, FourierExplanation
 from .core import conversions as _conv
+from .core.settings import engine, option_names
 
 __all__ = [
     "METHODS",
@@ -52,31 +75,28 @@ _DENSE_INDEX = {"shapiq-regression-fbii": "FBII", "shapiq-permutation-stii": "ST
                 "shapiq-svarmiq-stii": "STII"}
 _FIRST_ORDER = ("SV", "BV")
 
+# The installed shapiq's own SPEX: its parameter names and defaults are ours (shapiq 1.4
+# defaults to index="FBII", max_order=None = all orders; 1.5+ to "k-SII" and 2).
+_HOST_SPEX = inspect.signature(shapiq.SPEX.__init__).parameters
+DEFAULT_INDEX: str = _HOST_SPEX["index"].default
+DEFAULT_MAX_ORDER: int | None = _HOST_SPEX["max_order"].default
+DecoderType = Literal["soft", "hard"]
+_RENAMED = {"decoder": "decoder_type"}
+"""Old keyword names of :class:`SpexApproximator` -> shapiq's names (deprecated)."""
+_SHAPIQ_NAMED = ("max_order", "decoder", "random_state")
+"""SPEX options that :class:`SpexApproximator` takes under shapiq's names instead
+(``degree_parameter``, ``decoder_type``, ``random_state``)."""
 
-# --- shapiq feature detection -----------------------------------------------------------------
 
-def _shapiq():
-    try:
-        import shapiq
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("spex_plugins.shapiq needs shapiq: pip install 'spex-plugins[shapiq]'"
-                          ) from err
-    return shapiq
-
+# --- indices ------------------------------------------------------------------------------------
 
 def _converter_indices() -> tuple[str, ...]:
     """Indices the installed shapiq's ``MoebiusConverter`` computes."""
-    _shapiq()
-    from shapiq.game_theory.moebius_converter import MoebiusConverter
-
     return tuple(MoebiusConverter.valid_indices)
 
 
 def supported_indices() -> tuple[str, ...]:
     """Indices :class:`SpexApproximator` returns with the installed shapiq."""
-    _shapiq()
-    from shapiq.game_theory.indices import is_index_valid
-
     core_only = tuple(i for i in ("Moebius", "BII", "Fourier") if is_index_valid(i))
     return tuple(dict.fromkeys(_converter_indices() + core_only))
 
@@ -91,9 +111,8 @@ _EMPTY_SET_WEIGHT: dict[str, Callable[[int], float]] = {
     "BV": lambda size: 0.5**size}
 
 
-def _moebius_interaction_values(n: int, moebius: dict, calls: int):
+def _moebius_interaction_values(n: int, moebius: dict, calls: int) -> shapiq.InteractionValues:
     """A Möbius dict {tuple: value} as shapiq ``InteractionValues``."""
-    shapiq = _shapiq()
     moebius = {(): 0.0, **moebius}
     return shapiq.InteractionValues(
         values=np.fromiter(moebius.values(), float, len(moebius)), index="Moebius",
@@ -103,7 +122,8 @@ def _moebius_interaction_values(n: int, moebius: dict, calls: int):
 
 
 def to_interaction_values(explanation: FourierExplanation, index: str = "k-SII",
-                          max_order: int = 2, *, top_order: bool = False):
+                          max_order: int = 2, *, top_order: bool = False
+                          ) -> shapiq.InteractionValues:
     """A scalar SPEX explanation as ``shapiq.InteractionValues`` of ``index`` up to ``max_order``.
 
     Indices of shapiq's ``MoebiusConverter`` are computed by it from the explanation's Möbius
@@ -111,7 +131,6 @@ def to_interaction_values(explanation: FourierExplanation, index: str = "k-SII",
     conversions. SV and BV are order 1. ``top_order=True`` keeps only sets of size ``max_order``.
     ``estimation_budget`` is the explanation's number of model calls.
     """
-    shapiq = _shapiq()
     if explanation.n_outputs != 1:
         raise ValueError(f"shapiq interaction values are scalar; the explanation has "
                          f"{explanation.n_outputs} outputs (use explanation.output(k))")
@@ -121,8 +140,6 @@ def to_interaction_values(explanation: FourierExplanation, index: str = "k-SII",
     if not 1 <= order <= explanation.n:
         raise ValueError(f"max_order must be in [1, n={explanation.n}], got {max_order}")
     if index in _converter_indices():
-        from shapiq.game_theory.moebius_converter import MoebiusConverter
-
         moebius = explanation.output(0).moebius()
         converted = MoebiusConverter(_moebius_interaction_values(
             explanation.n, moebius, explanation.n_model_calls))(index, order)
@@ -154,78 +171,112 @@ def _value_function(game, n: int) -> Callable[[np.ndarray], np.ndarray]:
     return lambda masks: game(np.asarray(masks, dtype=bool))
 
 
+def _calling_explainer(depth: int = 6):
+    """The shapiq ``Explainer`` whose ``explain`` is calling this approximator, if any.
+
+    shapiq's explainers hand their approximator only a budget and a game, so the index and
+    order they were asked for are read off the caller's frame (nothing is changed there).
+    """
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, shapiq.Explainer):
+            return owner
+        frame = frame.f_back
+    return None
+
+
 # --- the approximator -------------------------------------------------------------------------
 
-_CLASS: list[type] = []
-SpexApproximator: type  # built by _approximator_class() on first access (module __getattr__)
+class SpexApproximator(Approximator):
+    """SPEX (spex-plugins engine) as a shapiq approximator.
 
+    The parameters are those of the installed shapiq's own ``shapiq.SPEX`` (names and defaults):
 
-def _approximator_class() -> type:
-    """Build (once) the subclass of the installed shapiq's ``Approximator``."""
-    if _CLASS:
-        return _CLASS[0]
-    _shapiq()
-    from shapiq.approximator.base import Approximator
+    - ``n``: number of players;
+    - ``max_order``: order of the returned index (default: shapiq's, ``DEFAULT_MAX_ORDER``;
+      None means every order up to n); SV and BV are order 1 (another order warns);
+    - ``index``: any of :func:`supported_indices` (default: shapiq's, ``DEFAULT_INDEX``);
+    - ``top_order``, ``random_state``: as in shapiq;
+    - ``decoder_type``: "soft" or "hard" BCH decoding; ``degree_parameter``: the SPEX degree
+      bound t (the core's ``max_order``).
 
-    class SpexApproximator(Approximator):
-        """SPEX (spex-plugins engine) as a shapiq approximator.
+    Further SPEX settings: ``spex=SPEX(...)`` and/or the other keyword names of
+    :class:`spex_plugins.SPEX` (``n_groups``, ``b``, ``refit``, ``chase_depth``, ...);
+    ``batch_size`` coalitions per call of the game. The old name ``decoder`` is accepted with a
+    ``DeprecationWarning``.
 
-        ``SpexApproximator(n, max_order=2, index="k-SII", top_order=False, random_state=None,
-        *, degree_parameter=5, n_groups=3, b=None, decoder="soft", refit="ridge",
-        batch_size=4096)``. ``degree_parameter`` is the SPEX degree bound t (the core's
-        ``max_order``); ``max_order`` is the order of the returned index, as in shapiq.
-        ``approximate(budget, game)`` sends at most ``budget`` distinct coalitions to ``game``
-        (a shapiq ``Game`` or a callable on bool coalition matrices (m, n) returning (m,)) and
-        returns ``InteractionValues`` with ``estimation_budget`` = model calls used. The
-        underlying :class:`~spex_plugins.FourierExplanation` is kept as ``explanation_``.
-        """
+    ``approximate(budget, game)`` sends at most ``budget`` distinct coalitions to ``game`` (a
+    shapiq ``Game`` or a callable on bool coalition matrices (m, n) returning (m,)) and
+    returns ``InteractionValues`` with ``estimation_budget`` = model calls used. The
+    underlying :class:`~spex_plugins.FourierExplanation` is kept as ``explanation_``. Called by
+    a shapiq explainer asked for another index or order, it warns.
+    """
 
-        valid_indices = supported_indices()
+    valid_indices = supported_indices()
 
-        def __init__(self, n: int, max_order: int = 2, index: str = "k-SII",
-                     top_order: bool = False, random_state: int | None = None, *,
-                     degree_parameter: int = 5, n_groups: int = 3, b: int | None = None,
-                     decoder: str = "soft", refit: str | None = "ridge",
-                     batch_size: int | None = 4096) -> None:
-            if int(n) < 1:
-                raise ValueError(f"n must be >= 1, got {n}")
-            order = 1 if index in _FIRST_ORDER else max_order
-            if not 1 <= order <= n:
-                raise ValueError(f"max_order must be in [1, n={n}], got {max_order}")
-            super().__init__(n=int(n), max_order=int(order), index=index, top_order=top_order,
-                             random_state=random_state, initialize_dict=False,
-                             sampling_weights=np.full(int(n) + 1, 1.0 / (int(n) + 1)))
-            self.degree_parameter = degree_parameter
-            self.n_groups = n_groups
-            self.b = b
-            self.decoder = decoder
-            self.refit = refit
-            self.batch_size = batch_size
-            self.explanation_: FourierExplanation | None = None
+    def __init__(self, n: int, *, max_order: int | None = DEFAULT_MAX_ORDER,
+                 index: str = DEFAULT_INDEX, top_order: bool = False,
+                 random_state: int | None = None, decoder_type: DecoderType = "soft",
+                 degree_parameter: int = 5, spex: SPEX | None = None,
+                 batch_size: int | None = None, **spex_options: Any) -> None:
+        for old, new in _RENAMED.items():
+            if old in spex_options:
+                warnings.warn(f"SpexApproximator({old}=...) is deprecated; use shapiq's name "
+                              f"{new}=...", DeprecationWarning, stacklevel=2)
+                decoder_type = spex_options.pop(old)
+        forwarded = [o for o in option_names() if o not in _SHAPIQ_NAMED]
+        unknown = sorted(set(spex_options) - set(forwarded))
+        if unknown:
+            raise TypeError(f"unknown keyword(s) {unknown}; SpexApproximator takes shapiq's "
+                            "names (n, max_order, index, top_order, random_state, "
+                            "decoder_type, degree_parameter), spex=SPEX(...), batch_size and "
+                            f"the SPEX options {forwarded}")
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        n = int(n)
+        order = n if max_order is None else int(max_order)
+        if index in _FIRST_ORDER:
+            if max_order is not None and order not in (1, DEFAULT_MAX_ORDER):
+                warnings.warn(f"{index} is an order-1 index: max_order={max_order} is ignored "
+                              f"and order-1 values are returned", UserWarning, stacklevel=2)
+            order = 1
+        if not 1 <= order <= n:
+            raise ValueError(f"max_order must be in [1, n={n}], got {max_order}")
+        super().__init__(n=n, max_order=order, index=index, top_order=top_order,
+                         random_state=random_state, initialize_dict=False,
+                         sampling_weights=np.full(n + 1, 1.0 / (n + 1)))
+        self.spex = engine(spex, max_order=int(degree_parameter), decoder=decoder_type,
+                           random_state=random_state, **spex_options)
+        self.decoder_type = decoder_type
+        self.degree_parameter = int(degree_parameter)
+        self.batch_size = batch_size
+        self.explanation_: FourierExplanation | None = None
 
-        def approximate(self, budget: int, game, *args: Any, **kwargs: Any):
-            """Explain ``game`` with at most ``budget`` model calls -> ``InteractionValues``."""
-            spex = SPEX(max_order=min(self.degree_parameter, self.n), n_groups=self.n_groups,
-                        b=self.b, decoder=self.decoder, refit=self.refit,
-                        random_state=self._random_state)
-            explanation = spex.explain(_value_function(game, self.n), self.n, int(budget),
-                                       batch_size=self.batch_size, progress=False)
-            if explanation.n_outputs != 1:
-                raise ValueError(f"the game must return one value per coalition, got "
-                                 f"{explanation.n_outputs}")
-            self.explanation_ = explanation
-            return to_interaction_values(explanation, self.index, self.max_order,
-                                         top_order=self.top_order)
-
-    SpexApproximator.__module__ = __name__
-    _CLASS.append(SpexApproximator)
-    return SpexApproximator
-
-
-def __getattr__(name: str):
-    if name == "SpexApproximator":
-        return _approximator_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def approximate(self, budget: int, game, *args: Any, **kwargs: Any
+                    ) -> shapiq.InteractionValues:
+        """Explain ``game`` with at most ``budget`` model calls -> ``InteractionValues``."""
+        explainer = _calling_explainer()
+        if explainer is not None:
+            wanted = (getattr(explainer, "index", self.index),
+                      getattr(explainer, "_max_order", self.max_order))
+            if wanted != (self.index, self.max_order):
+                warnings.warn(
+                    f"the explainer was asked for {wanted[0]} of order {wanted[1]}, but this "
+                    f"SpexApproximator returns {self.index} of order {self.max_order} (shapiq "
+                    "explainers use the approximator's index and order): pass "
+                    f"SpexApproximator(n={self.n}, index={wanted[0]!r}, "
+                    f"max_order={wanted[1]})", UserWarning, stacklevel=3)
+        explanation = self.spex.explain(_value_function(game, self.n), self.n, int(budget),
+                                        batch_size=self.batch_size, progress=False)
+        if explanation.n_outputs != 1:
+            raise ValueError(f"the game must return one value per coalition, got "
+                             f"{explanation.n_outputs}")
+        self.explanation_ = explanation
+        return to_interaction_values(explanation, self.index, self.max_order,
+                                     top_order=self.top_order)
 
 
 # --- side-by-side comparison ------------------------------------------------------------------
@@ -276,7 +327,6 @@ def _capture_moebius(approximator) -> dict:
 
 
 def _make_peer(method: str, n: int, max_order: int, random_state, options: dict):
-    shapiq = _shapiq()
     if method == "shapiq-spex":
         kwargs = {"degree_parameter": 5, **options}
         return shapiq.SPEX(n=n, index="FBII", max_order=max_order, random_state=random_state,
@@ -300,8 +350,8 @@ def _run_method(method: str, value_function, n: int, budget: int, indices: Seque
     """One method on the game: ({index: InteractionValues}, surrogate, counter, wall seconds)."""
     counted = _Counted(value_function)
     if method == "spex-plugins":
-        approx = _approximator_class()(n, max_order, indices[0], random_state=random_state,
-                                       **options)
+        approx = SpexApproximator(n, max_order=max_order, index=indices[0],
+                                  random_state=random_state, **options)
         start = time.perf_counter()
         approx.approximate(budget, counted)
         wall = time.perf_counter() - start
@@ -409,7 +459,6 @@ def compare(game, n: int, budget: int, indices: Sequence[str] = ("FBII", "STII")
     Returns:
         :class:`Comparison`, one record per (method, index); wall times exclude the game.
     """
-    shapiq = _shapiq()
     n, budget = int(n), int(budget)
     methods = tuple(METHODS if methods is None else methods)
     unknown = [m for m in methods if m not in METHODS]

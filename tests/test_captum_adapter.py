@@ -1,10 +1,7 @@
 """The Captum adapter: ``Spex`` on tensors and ``SpexLLMAttribution`` on a tiny causal LM."""
 
-import importlib.util
 import itertools
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -84,24 +81,6 @@ def example_inputs(batch=2, seed=0):
 
 # --- tensor attribution ------------------------------------------------------------------------
 
-def test_import_is_lazy():
-    code = ("import sys, spex_plugins.captum as c; "
-            "assert 'torch' not in sys.modules and 'captum' not in sys.modules; "
-            "print(sorted(c.__all__))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "Spex" in out.stdout
-
-
-@pytest.mark.skipif(importlib.util.find_spec("captum") is not None,
-                    reason="only meaningful where captum is not installed")
-def test_missing_captum_is_a_clear_import_error():
-    import spex_plugins.captum as module
-
-    with pytest.raises(ImportError):
-        module.Spex  # noqa: B018
-
-
 def test_shapley_and_banzhaf_equal_brute_force(sc):
     x, z = example_inputs()
     bx, bz = torch.full_like(x, 0.25), torch.zeros_like(z)
@@ -129,7 +108,7 @@ def test_non_linear_output_with_tensor_target_and_extra_args(sc):
     x, z = example_inputs(batch=3, seed=1)
     mask = (torch.tensor([GROUPS_X]), torch.tensor([GROUPS_Z]))
     target = torch.tensor([1, 0, 1])
-    got = sc.Spex(sparse_model, max_order=6, random_state=1).attribute(
+    got = sc.Spex(sparse_model, max_order=6, b=8, random_state=1).attribute(
         (x, z), target=target, additional_forward_args=(0.5,), feature_mask=mask)
     zero_x, zero_z = torch.zeros_like(x), torch.zeros_like(z)
     for example, t in enumerate(target.tolist()):
@@ -145,7 +124,7 @@ def test_matches_captum_on_the_same_call(sc):
     call = dict(baselines=(torch.full((1, 5), 0.5), 0.0), target=[0, 1],
                 additional_forward_args=(2.0,), perturbations_per_eval=6,
                 feature_mask=(torch.tensor([GROUPS_X]), torch.tensor([GROUPS_Z])))
-    ours = sc.Spex(sparse_model, max_order=6, random_state=0).attribute((x, z), **call)
+    ours = sc.Spex(sparse_model, max_order=6, b=8, random_state=0).attribute((x, z), **call)
     exact = ShapleyValues(sparse_model).attribute((x, z), **call)
     with pytest.warns(UserWarning):  # Captum warns about one model per example
         kernel = KernelShap(sparse_model).attribute((x, z), n_samples=64, **call)
@@ -408,8 +387,12 @@ def test_llm_result_plots_and_covers_every_feature(sc, tokenizer, causal_lm):
             assert result.explanation.metadata["feature_names"] == ["Dave Smith", "Palm", "FL"]
     assert result.explanation.n == n_inputs > 4
     pairs = result.interactions("FSII", order=2, output=1)
-    assert all(isinstance(name, str) for key in pairs for name in key)
+    names = result.explanation.metadata["feature_names"]
+    assert all(names[i] == name for key in pairs for i, name in key)
     assert {len(key) for key in pairs} <= {0, 1, 2} and len(pairs) > n_inputs
+    # keys are positional: every interaction of the explanation keeps its own key, repeated
+    # words included (13.2: by text alone, two features with the same word were merged)
+    assert len(pairs) == len(result.explanation.output(1).interactions("FSII", 2))
 
 
 @pytest.mark.filterwarnings("ignore:.*Skipping this token:UserWarning",
@@ -427,14 +410,36 @@ def test_llm_forward_passes_are_batched_and_targets_take_every_form(sc, tokenize
     finally:
         hook.remove()
     n_targets = len(by_text.output_tokens)
-    # 16 distinct prompts in batches of 6, then the unmasked prompt for output_probs
-    assert [rows for rows, _ in shapes] == [6, 6, 4, 1]
-    assert all(width > n_targets for _, width in shapes)  # prompt + whole target per pass
+    # 16 distinct prompts in batches of 6, each after one pass over the prompts' shared
+    # prefix (then reused through the KV cache), then the unmasked prompt for output_probs
+    assert [rows for rows, _ in shapes] == [1, 6, 1, 6, 1, 4, 1]
+    assert all(width > n_targets for rows, width in shapes if rows > 1)  # + whole target
     ids = torch.tensor(tokenizer.encode(TARGET, add_special_tokens=False))
     by_ids = llm.attribute(inp, target=ids, perturbations_per_eval=6)
     torch.testing.assert_close(by_ids.token_attr, by_text.token_attr)
+    # a user swapping from Captum: token ids as a list, and Captum's own keyword arguments
+    by_list = llm.attribute(inp, target=ids.tolist(), perturbations_per_eval=6,
+                            use_cached_outputs=False, forward_in_tokens=True)
+    torch.testing.assert_close(by_list.token_attr, by_text.token_attr)
+    with pytest.raises(TypeError, match="token ids"):
+        llm.attribute(inp, target=["playing", "golf"])
     generated = llm.attribute(inp, gen_args={"max_new_tokens": 3, "do_sample": False})
     assert len(generated.output_tokens) == generated.token_attr.shape[0] == 3
+
+
+def test_llm_interactions_keep_repeated_words_apart(sc, tokenizer, causal_lm):
+    from captum.attr import TextTemplateInput
+
+    inp = TextTemplateInput("{} is {} than {} and {} {}", values=["Tom", "taller", "Ann",
+                                                                 "taller", "still"])
+    llm = sc.SpexLLMAttribution(sc.Spex(causal_lm, random_state=0), tokenizer)
+    result = llm.attribute(inp, target=TARGET)
+    by_index = result.explanation.output(0).interactions("Moebius", 2)
+    by_name = result.interactions("Moebius", 2)
+    assert len(by_name) == len(by_index)
+    assert {key for key in by_name if len(key) == 1} >= {((1, "taller"),), ((3, "taller"),)}
+    assert by_name[((1, "taller"),)] == by_index[(1,)]
+    assert by_name[((3, "taller"),)] == by_index[(3,)]
 
 
 def test_llm_bad_input(sc, tokenizer, causal_lm):
@@ -454,3 +459,23 @@ def test_llm_bad_input(sc, tokenizer, causal_lm):
         llm.attribute(inp, target=TARGET, n_samples=50)
     with pytest.raises(ValueError, match="perturbations_per_eval"):
         llm.attribute(inp, target=TARGET, perturbations_per_eval=0)
+
+
+def test_default_budget_is_affordable_and_announced(sc, monkeypatch):
+    """13.5: n_samples=None meant b = 8 (21,424 prompts for 23 features); now about 1,000,
+    and the progress bar knows the total before the first model call."""
+    from spex_plugins.core.settings import DEFAULT_BUDGET
+    from spex_plugins.runtime import evaluation
+
+    announced = []
+    monkeypatch.setattr(evaluation, "_progress_bar",
+                        lambda total, desc: announced.append(total))
+    x = torch.randn(2, 23, generator=torch.Generator().manual_seed(0))
+
+    def model(z):
+        return z[:, 0] * z[:, 1] + z[:, 2:].sum(1)
+
+    spex = sc.Spex(model, random_state=0)
+    explanations = spex.attribute_interactions(x, show_progress=True)
+    calls = explanations[0].n_model_calls
+    assert announced == [calls] and calls <= max(DEFAULT_BUDGET, spex.spex.min_budget(23))

@@ -75,3 +75,52 @@ def test_argument_errors(capsys):
         main(["explain", "--model", "x"])  # neither --text nor --file
     with pytest.raises(SystemExit):
         main(["explain", "--model", "x", "--text", "a", "--task", "translate"])
+
+
+CONTEXT = "The key is in the red box. The red box is in the kitchen. The blue box is in the garage."
+CHAT = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def save_tiny_chat_lm(tmp_path):
+    """A random tiny Llama and a local byte-level BPE tokenizer with a chat template, saved."""
+    from spex_plugins.models import tiny_causal_lm
+
+    tokenizer, model = tiny_causal_lm([CONTEXT, "In which room is the key?"], hidden=32,
+                                      layers=1, seed=0)
+    tokenizer.chat_template = CHAT
+    folder = tmp_path / "chat-lm"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_explain_answer_over_context_sentences(tmp_path, capsys):
+    folder = save_tiny_chat_lm(tmp_path)
+    context = tmp_path / "context.txt"
+    context.write_text(CONTEXT)
+    html = run(tmp_path, "--model", folder, "--task", "answer", "--context", str(context),
+               "--question", "In which room is the key?", "--max-new-tokens", "3")
+    printed = capsys.readouterr().out
+    assert "n = 3 sentences" in printed and "| context, question), the model's answer" in printed
+    assert "top sentences (Shapley values)" in printed and "top interactions" in printed
+    assert "joint removal effect" in printed and "model: " in printed
+    assert "<h2>Pairs at the full context: joint removal effect</h2>" in html
+    assert "In which room is the key?" in html and "The red box is in the kitchen." in html
+
+
+def test_explain_answer_with_target_ids(tmp_path, capsys):
+    folder = save_tiny_chat_lm(tmp_path)
+    run(tmp_path, "--model", folder, "--task", "answer", "--text", CONTEXT, "--question",
+        "Where?", "--target", "5 6", "--target-ids", "--granularity", "word")
+    printed = capsys.readouterr().out
+    assert "n = 21 words" in printed and "the model's target" in printed
+
+
+def test_answer_argument_errors(tmp_path):
+    with pytest.raises(SystemExit, match="needs --question"):
+        main(["explain", "--task", "answer", "--text", CONTEXT])
+    with pytest.raises(SystemExit, match="goes with --task answer"):
+        main(["explain", "--task", "generate", "--text", CONTEXT, "--question", "Why?"])
+    with pytest.raises(SystemExit, match="--model is required for --task classify"):
+        main(["explain", "--task", "classify", "--text", CONTEXT])

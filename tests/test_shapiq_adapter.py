@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -58,10 +56,34 @@ def _max_abs_diff(ours: dict, theirs: dict, order: int) -> float:
     return max(abs(ours.get(s, 0.0) - theirs.get(s, 0.0)) for s in keys)
 
 
-def test_import_does_not_import_shapiq():
-    code = ("import sys, spex_plugins, spex_plugins.shapiq; "
-            "assert 'shapiq' not in sys.modules, 'shapiq imported eagerly'")
-    subprocess.run([sys.executable, "-c", code], check=True)
+def test_names_and_defaults_are_those_of_the_installed_shapiq_spex():
+    import inspect
+
+    ours = inspect.signature(SpexApproximator.__init__).parameters
+    theirs = inspect.signature(shapiq.SPEX.__init__).parameters
+    for name, parameter in theirs.items():
+        if name != "self":
+            assert name in ours, name
+            assert ours[name].default == parameter.default, name
+    approx = SpexApproximator(n=8)
+    assert approx.index == theirs["index"].default
+    with pytest.warns(DeprecationWarning, match="decoder_type"):
+        old = SpexApproximator(n=8, decoder="hard")
+    assert old.spex.decoder == old.decoder_type == "hard"
+    spex = SPEX(n_groups=2, chase_depth=4)
+    forwarded = SpexApproximator(n=8, spex=spex, degree_parameter=3, decoder_type="hard",
+                                 random_state=7, b=4)
+    assert (forwarded.spex.n_groups, forwarded.spex.chase_depth, forwarded.spex.max_order,
+            forwarded.spex.decoder, forwarded.spex.random_state, forwarded.spex.b) == (
+        2, 4, 3, "hard", 7, 4)
+    with pytest.raises(TypeError, match="unknown keyword"):
+        SpexApproximator(n=8, decoder_typo="hard")
+
+
+def test_first_order_index_with_a_higher_order_says_so():
+    with pytest.warns(UserWarning, match="SV is an order-1 index: max_order=3 is ignored"):
+        approx = SpexApproximator(n=12, max_order=3, index="SV")
+    assert approx.max_order == 1
 
 
 def test_is_a_shapiq_approximator_with_its_own_name():
@@ -72,7 +94,6 @@ def test_is_a_shapiq_approximator_with_its_own_name():
     assert SpexApproximator is not shapiq.SPEX and SpexApproximator.__name__ != "SPEX"
     assert (approx.n, approx.max_order, approx.index, approx.min_order) == (12, 3, "STII", 0)
     assert SpexApproximator(12, max_order=3, index="STII", top_order=True).min_order == 3
-    assert SpexApproximator(12, max_order=3, index="SV").max_order == 1
     assert set(supported_indices()) >= {"SV", "BV", "SII", "BII", "k-SII", "STII", "FSII",
                                         "FBII", "Moebius"}
     with pytest.raises(ValueError, match="Invalid index"):
@@ -114,7 +135,7 @@ def test_native_moebius_converter_route_matches_core_conversions(sparse_game):
 
 
 def test_top_order_keeps_only_the_top_order(sparse_game, exact):
-    iv = SpexApproximator(N_SPARSE, 2, "FSII", top_order=True, random_state=0,
+    iv = SpexApproximator(N_SPARSE, max_order=2, index="FSII", top_order=True, random_state=0,
                           b=4).approximate(1200, sparse_game)
     assert iv.min_order == 2 and set(map(len, iv.interactions)) == {2}
     truth = exact("FSII", 2)
@@ -153,7 +174,7 @@ def test_non_sparse_game_fbii_and_stii_close_to_exact():
     exact = shapiq.ExactComputer(game, n_players=n)
     norms = {"FBII": np.sqrt(1 + n + n * (n - 1) / 2), "STII": 2 * np.sqrt(2 ** (n - 1))}
     for index, norm in norms.items():
-        approx = SpexApproximator(n, 2, index, random_state=0, b=5)
+        approx = SpexApproximator(n, max_order=2, index=index, random_state=0, b=5)
         iv = approx.approximate(2100, game)
         rms = np.sqrt(np.mean((values - approx.explanation_.predict(all_masks)) ** 2))
         assert rms < 0.02 * np.ptp(values)
@@ -167,7 +188,7 @@ def test_budget_too_small_surfaces_the_core_error(sparse_game):
     with pytest.raises(ValueError) as core_err:
         SPEX(max_order=5).explain(sparse_game, N_SPARSE, budget=50, progress=False)
     with pytest.raises(ValueError) as ours:
-        SpexApproximator(N_SPARSE, 2, "k-SII").approximate(50, sparse_game)
+        SpexApproximator(N_SPARSE, max_order=2, index="k-SII").approximate(50, sparse_game)
     assert str(ours.value) == str(core_err.value) and "minimum" in str(ours.value)
 
 
@@ -182,11 +203,12 @@ def test_accepts_a_shapiq_game_and_checks_its_size():
         def value_function(self, coalitions):
             return self.f(coalitions)
 
-    iv = SpexApproximator(6, 2, "Moebius", random_state=0, b=4).approximate(2000, Sparse(6))
+    approx = SpexApproximator(6, max_order=2, index="Moebius", random_state=0, b=4)
+    iv = approx.approximate(2000, Sparse(6))
     # a(S) = (-2)^|S| F(S) for a spectrum without supersets: a({0}) = -2, a({1,2}) = -2
     assert iv[(0,)] == pytest.approx(-2.0) and iv[(1, 2)] == pytest.approx(-2.0)
     with pytest.raises(ValueError, match="players"):
-        SpexApproximator(7, 2, "Moebius", b=4).approximate(2000, Sparse(6))
+        SpexApproximator(7, max_order=2, index="Moebius", b=4).approximate(2000, Sparse(6))
 
 
 def test_multi_output_value_function_is_refused():
@@ -195,7 +217,22 @@ def test_multi_output_value_function_is_refused():
         return np.stack([x[:, 0], x[:, 1]], axis=1)
 
     with pytest.raises(ValueError, match="one value per coalition"):
-        SpexApproximator(6, 2, "SII", b=4).approximate(2000, two)
+        SpexApproximator(6, max_order=2, index="SII", b=4).approximate(2000, two)
+
+
+def test_explainer_asking_for_another_index_warns():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(20, 5))
+
+    def model(X):
+        return X[:, 0] * X[:, 1] + X[:, 2]
+
+    explainer = shapiq.TabularExplainer(model=model, data=data, index="FBII", max_order=3,
+                                        approximator=SpexApproximator(n=5, index="k-SII",
+                                                                      max_order=2, b=4))
+    with pytest.warns(UserWarning, match="asked for FBII of order 3, but this SpexApproximator "
+                                         "returns k-SII of order 2"):
+        explainer.explain(data[:1], budget=1500)
 
 
 def test_plugs_into_shapiq_explainers():
@@ -208,7 +245,7 @@ def test_plugs_into_shapiq_explainers():
         return X @ np.arange(1.0, 7.0) + 2.0 * X[:, 0] * X[:, 1] - X[:, 2] * X[:, 4]
 
     for cls in (shapiq.TabularExplainer, shapiq.Explainer):
-        approx = SpexApproximator(6, 2, "k-SII", random_state=0, b=4)
+        approx = SpexApproximator(6, max_order=2, index="k-SII", random_state=0, b=4)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             explainer = cls(model=model, data=data, index="k-SII", max_order=2,
@@ -225,8 +262,8 @@ def test_works_with_interaction_values_methods_and_plots(sparse_game, tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    iv = SpexApproximator(N_SPARSE, 2, "k-SII", random_state=0, b=4).approximate(1200,
-                                                                                sparse_game)
+    approx = SpexApproximator(N_SPARSE, max_order=2, index="k-SII", random_state=0, b=4)
+    iv = approx.approximate(1200, sparse_game)
     doubled = iv + iv
     assert doubled[(1, 2)] == pytest.approx(2 * iv[(1, 2)])
     assert (iv * 3)[(0,)] == pytest.approx(3 * iv[(0,)])

@@ -27,6 +27,7 @@ __all__ = [
     "TokenizedText",
     "default_cache_dir",
     "load_offline_minilm",
+    "load_offline_smollm2",
     "mask_strings",
     "resolve_device",
     "segment",
@@ -37,6 +38,7 @@ __all__ = [
 _LAZY = {
     "EmbeddingSimilarity": "embedding",
     "load_offline_minilm": "embedding",
+    "load_offline_smollm2": "smollm2",
     "CausalLMLogProb": "llm",
     "teacher_forced_log_probs": "llm",
     "tiny_causal_lm": "llm",

@@ -130,6 +130,11 @@ class TokenizedText:
         offsets = np.asarray(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2)
         special = np.asarray(encoded["special_tokens_mask"], dtype=bool)
         start = offsets[:, 0] - len(prefix)
+        # a byte-level BPE token may start with the prefix's trailing whitespace (" The" after
+        # "Context: "): it belongs to the text when nothing but whitespace of it is in the prefix
+        blank = len(prefix) - len(prefix.rstrip())
+        lead = (start < 0) & (start >= -blank) & (offsets[:, 1] - len(prefix) > 0)
+        start = np.where(lead, 0, start)
         inside = ~special & (offsets[:, 1] > offsets[:, 0]) & (start >= 0) & (start < len(text))
         # byte-level BPE offsets include a word's leading space: start at its first visible char
         visible = np.array([not c.isspace() for c in text] + [True])

@@ -14,14 +14,18 @@ What :func:`evaluate` understands of a value function (all optional, duck-typed)
 - ``batch_size``: the default batch size; it is lowered in place after an out-of-memory halving,
   so later calls start from a size that fits;
 - ``mask_cache`` and ``value_function``: a value function wrapped with a resumable cache
-  (:class:`~spex_plugins.runtime.CachedValueFunction`), evaluated through that cache.
+  (:class:`~spex_plugins.runtime.CachedValueFunction`), evaluated through that cache;
+- ``map_batches(batches)`` (:class:`BatchMapper`): a value function that evaluates several
+  batches at a time elsewhere (:class:`spex_plugins.runtime.ray.RayEvaluator`: on Ray actors).
+  The loop still does everything else (validation, de-duplication, cache look-up and writes,
+  output checks, progress), taking each batch's outputs as it completes.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,8 +33,8 @@ import numpy as np
 
 from .masks import as_masks, unique_masks
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Evaluation", "MaskStore", "ValueFunction", "evaluate",
-           "is_out_of_memory"]
+__all__ = ["DEFAULT_BATCH_SIZE", "BatchMapper", "Evaluation", "MaskStore", "ValueFunction",
+           "evaluate", "is_out_of_memory"]
 
 ValueFunction = Callable[[np.ndarray], np.ndarray]
 """``value_function(masks: bool (m, n)) -> (m,) or (m, k)``; True = feature kept."""
@@ -49,6 +53,20 @@ class MaskStore(Protocol):
     def lookup(self, masks: np.ndarray) -> tuple[np.ndarray, bool]: ...
 
     def store(self, masks: np.ndarray, values: np.ndarray, flat: bool) -> None: ...
+
+
+class BatchMapper(Protocol):
+    """A value function that evaluates batches of masks elsewhere, several at a time."""
+
+    def map_batches(self, batches: Iterable[tuple[int, np.ndarray]]
+                    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Evaluate each ``(key, masks)`` of ``batches`` (bool (b, n), distinct) and yield
+        ``(key, outputs (b,) or (b, k))`` as each finishes, in any order, each key once.
+
+        ``batches`` is pulled lazily, as workers free up. When a batch raises, the batches
+        already in flight are still yielded before the error is raised, so none is lost.
+        """
+        ...
 
 
 @dataclass(frozen=True)
@@ -142,6 +160,11 @@ def evaluate(value_function: ValueFunction, masks, *, batch_size: int | None = N
     constant number of outputs, finite) and, with a cache, stored before the next batch runs, so
     an interruption loses at most the batch in flight. ``progress`` shows one tqdm bar (total
     and ETA from the first call on) when tqdm is installed.
+
+    A value function with ``map_batches`` (see :class:`BatchMapper`) evaluates the batches
+    itself, several at a time (e.g. on Ray actors); each result is checked, stored and counted
+    here as it arrives, in completion order, so an interruption loses only the batches in
+    flight.
     """
     masks = as_masks(masks)
     model = value_function
@@ -152,7 +175,6 @@ def evaluate(value_function: ValueFunction, masks, *, batch_size: int | None = N
         model = model.value_function
     else:
         size_hint = None
-    batch = getattr(model, "evaluate_batch", model)
     size = batch_size or size_hint or getattr(model, "batch_size", None) or DEFAULT_BATCH_SIZE
     size = max(1, int(size))
 
@@ -162,17 +184,63 @@ def evaluate(value_function: ValueFunction, masks, *, batch_size: int | None = N
         todo = distinct[store.missing(distinct, refresh=True)]
     planned = store.n_shared if store is not None else 0
 
-    outputs, spent, n_outputs, flat, called, halved = [], 0.0, None, True, 0, False
+    outputs: dict[int, np.ndarray] = {}  # start in todo -> outputs, when there is no store
+    spent, n_outputs, flat, called = 0.0, None, True, 0
     bar = _progress_bar(len(todo), desc) if progress and len(todo) else None
-    start = 0
+
+    def still_missing(chunk: np.ndarray) -> np.ndarray:
+        if store is not None and store.n_shared != planned:  # others stored some meanwhile
+            return chunk[store.missing(chunk)]
+        return chunk
+
+    def accept(start: int, chunk: np.ndarray, raw) -> None:
+        nonlocal flat, n_outputs, called
+        flat = flat and np.ndim(raw) == 1
+        out = check_outputs(raw, chunk, n_outputs, start)
+        n_outputs = out.shape[1]
+        called += len(chunk)
+        if store is not None:
+            store.store(chunk, out, flat)
+        else:
+            outputs[start] = out
+        if bar is not None:
+            bar.update(len(chunk))
+
+    try:
+        if callable(getattr(model, "map_batches", None)):
+            spent = _evaluate_mapped(model, todo, size, still_missing, accept)
+        else:
+            spent = _evaluate_in_process(model, todo, size, still_missing, accept)
+    except BaseException as error:
+        if store is not None and called:
+            error.add_note(f"{called} masks evaluated before this error are stored in "
+                           f"{getattr(store, 'path', 'the cache')}; evaluating again resumes")
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if store is not None:
+        values, flat = store.lookup(distinct) if len(distinct) else (np.zeros((0, 1)), flat)
+    elif outputs:
+        values = np.vstack([outputs[start] for start in sorted(outputs)])  # todo's order
+    else:
+        values = np.zeros((0, 1))
+    return Evaluation(values[inverse] if len(masks) else values, flat, called, len(distinct),
+                      spent)
+
+
+def _evaluate_in_process(model, todo: np.ndarray, size: int, still_missing, accept) -> float:
+    """Batches of ``todo`` through ``model.evaluate_batch`` (or ``model``) one at a time,
+    halving on out-of-memory; the seconds spent in the model."""
+    batch = getattr(model, "evaluate_batch", model)
+    spent, start, halved = 0.0, 0, False
     try:
         while start < len(todo):
-            chunk = todo[start:start + size]
-            if store is not None and store.n_shared != planned:  # others stored some meanwhile
-                chunk = chunk[store.missing(chunk)]
-                if not len(chunk):
-                    start += size
-                    continue
+            chunk = still_missing(todo[start:start + size])
+            if not len(chunk):
+                start += size
+                continue
             began = time.perf_counter()
             try:
                 raw = batch(chunk)
@@ -184,28 +252,41 @@ def evaluate(value_function: ValueFunction, masks, *, batch_size: int | None = N
                 continue
             finally:
                 spent += time.perf_counter() - began
-            flat = flat and np.ndim(raw) == 1
-            out = check_outputs(raw, chunk, n_outputs, start)
-            n_outputs = out.shape[1]
-            called += len(chunk)
-            if store is not None:
-                store.store(chunk, out, flat)
-            else:
-                outputs.append((chunk, out))
+            accept(start, chunk, raw)
             start += size
-            if bar is not None:
-                bar.update(len(chunk))
     finally:
-        if bar is not None:
-            bar.close()
         if halved and isinstance(getattr(model, "batch_size", None), int | np.integer):
             model.batch_size = min(int(model.batch_size), size)  # later calls start there
+    return spent
 
-    if store is not None:
-        values, flat = store.lookup(distinct) if len(distinct) else (np.zeros((0, 1)), flat)
-    elif outputs:
-        values = np.vstack([out for _, out in outputs])  # todo is distinct, in order
-    else:
-        values = np.zeros((0, 1))
-    return Evaluation(values[inverse] if len(masks) else values, flat, called, len(distinct),
-                      spent)
+
+def _evaluate_mapped(model: BatchMapper, todo: np.ndarray, size: int, still_missing, accept
+                     ) -> float:
+    """Batches of ``todo`` through ``model.map_batches``, accepted in completion order; the
+    seconds spent waiting for results."""
+    sent: dict[int, np.ndarray] = {}
+
+    def batches() -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, len(todo), size):  # pulled as workers free up
+            chunk = still_missing(todo[start:start + size])
+            if len(chunk):
+                sent[start] = chunk
+                yield start, chunk
+
+    results = model.map_batches(batches())
+    spent = 0.0
+    try:
+        while True:
+            began = time.perf_counter()
+            try:
+                start, raw = next(results)
+            except StopIteration:
+                break
+            finally:
+                spent += time.perf_counter() - began
+            accept(start, sent.pop(start), raw)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+    return spent
