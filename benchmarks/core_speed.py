@@ -56,46 +56,25 @@ def synthetic(n: int, noise: float = 0.0):
     return value_function, test, clean(test)
 
 
-def _r2(truth, pred) -> float:
-
-    return float(1 - ((truth - pred) ** 2).sum() / ((truth - truth.mean()) ** 2).sum())
-
-
 def _run_ours(decoder, n, value_function, test, truth):
     from spex_plugins import SPEX
+    from spex_plugins.comparison import r2_score
 
     explanation = SPEX(max_order=T, n_groups=GROUPS, b=B, decoder=decoder,
                        random_state=0).explain(value_function, n, progress=False)
-    return explanation.n_model_calls, _r2(truth, explanation.predict(test))
+    return explanation.n_model_calls, r2_score(truth, explanation.predict(test))
 
 
 def _run_shapiq(n, value_function, test, truth):
-    import numpy as np
-    import shapiq
-
-    from spex_plugins.core import conversions
-
-    np.random.seed(0)  # shapiq's SPEX draws its matrices from numpy's global RNG
-    budget = GROUPS * _shifts(n) * 2 ** B
-    approx = shapiq.SPEX(n=n, index="FBII", max_order=T, degree_parameter=T)
-    result = approx.approximate(budget, value_function)
-    # FBII of order t on a degree-<=t spectrum is its Moebius transform: turn it back into
-    # Fourier to predict.
-    keys = list(result.interaction_lookup)
-    values = np.array([result.values[result.interaction_lookup[k]] for k in keys])[:, None]
-    locations = np.full((len(keys), T), -1)
-    for row, key in zip(locations, keys, strict=True):
-        row[: len(key)] = key
-    locations, coefficients = conversions.moebius_to_fourier(locations, values)
-    padded = np.concatenate([test, np.zeros((len(test), 1), bool)], axis=1)
-    signs = 1.0 - 2.0 * np.bitwise_xor.reduce(padded[:, locations], axis=2)
-    return result.estimation_budget, _r2(truth, signs @ coefficients[:, 0])
-
-
-def _shifts(n: int) -> int:
+    from spex_plugins.comparison import run_peer
     from spex_plugins.core.sampler import n_shifts
 
-    return n_shifts(n, T)
+    # shapiq's SPEX at the same design size; its Möbius transform is the surrogate
+    result = run_peer("shapiq-spex", value_function, n, GROUPS * n_shifts(n, T) * 2 ** B,
+                      seed=0, options={"degree_parameter": T})
+    if not result.ok:
+        raise RuntimeError(f"shapiq-spex: {result.status}: {result.reason}")
+    return result.calls, result.r2(test, truth)
 
 
 def worker(method: str, n: int, noise: float = 0.0) -> dict:
