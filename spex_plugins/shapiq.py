@@ -29,9 +29,7 @@ shapiq is imported with this module (``pip install 'spex-plugins[shapiq]'``);
 from __future__ import annotations
 
 import inspect
-import math
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -47,8 +45,8 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("spex_plugins.shapiq needs shapiq: pip install 'spex-plugins[shapiq]'"
                       ) from error
 
+from .comparison import PEERS, index_errors, run_peer, top_interactions, uniform_masks
 from .core import SPEX, FourierExplanation
-from .core import conversions as _conv
 from .core.settings import engine, option_names
 
 __all__ = [
@@ -65,14 +63,13 @@ METHODS: tuple[str, ...] = (
     "shapiq-spex",
     "shapiq-proxyspex",
     "shapiq-regression-fbii",
+    "shapiq-kernelshapiq",
     "shapiq-permutation-stii",
-    "shapiq-svarmiq-stii",
+    "shapiq-svarmiq",
 )
-"""Method names accepted by :func:`compare` (ours first, then shapiq's estimators)."""
+"""Default methods of :func:`compare` (ours first, then shapiq's estimators); any name of
+:data:`spex_plugins.comparison.PEERS` is accepted."""
 
-_SPARSE_METHODS = ("spex-plugins", "shapiq-spex", "shapiq-proxyspex")
-_DENSE_INDEX = {"shapiq-regression-fbii": "FBII", "shapiq-permutation-stii": "STII",
-                "shapiq-svarmiq-stii": "STII"}
 _FIRST_ORDER = ("SV", "BV")
 
 # The installed shapiq's own SPEX: its parameter names and defaults are ours (shapiq 1.4
@@ -281,134 +278,17 @@ class SpexApproximator(Approximator):
 
 # --- side-by-side comparison ------------------------------------------------------------------
 
-class _Counted:
-    """Wraps a value function; counts the coalitions evaluated and the seconds spent in it."""
-
-    def __init__(self, value_function: Callable[[np.ndarray], np.ndarray]):
-        self.value_function = value_function
-        self.calls = 0
-        self.seconds = 0.0
-
-    def __call__(self, coalitions: np.ndarray) -> np.ndarray:
-        coalitions = np.atleast_2d(np.asarray(coalitions, dtype=bool))
-        start = time.perf_counter()
-        out = np.asarray(self.value_function(coalitions), dtype=float).reshape(len(coalitions))
-        self.seconds += time.perf_counter() - start
-        self.calls += len(coalitions)
-        return out
-
-
-def _explanation_from_moebius(n: int, moebius: dict, calls: int) -> FourierExplanation:
-    """A Fourier surrogate from a Möbius dict {tuple: value}."""
-    keys = [k for k, v in moebius.items() if v != 0] or [()]
-    locations = np.full((len(keys), max(1, max(map(len, keys)))), -1, np.int64)
-    for row, key in zip(locations, keys, strict=True):
-        row[:len(key)] = sorted(key)
-    values = np.array([moebius.get(k, 0.0) for k in keys], float)
-    return FourierExplanation(n, *_conv.moebius_to_fourier(locations, values[:, None]),
-                              n_model_calls=calls, metadata={"scalar_output": True})
-
-
-def _capture_moebius(approximator) -> dict:
-    """Record the Möbius transform a shapiq sparse approximator hands to its converter."""
-    if not hasattr(approximator, "_process_moebius"):
-        raise RuntimeError(f"cannot read the Möbius transform of {type(approximator).__name__} "
-                           "in this shapiq version")
-    captured: dict = {}
-    original = approximator._process_moebius
-
-    def hook(moebius_transform):
-        captured.update({tuple(sorted(int(i) for i in k)): float(v)
-                         for k, v in moebius_transform.items()})
-        return original(moebius_transform=moebius_transform)
-
-    approximator._process_moebius = hook
-    return captured
-
-
-def _make_peer(method: str, n: int, max_order: int, random_state, options: dict):
-    if method == "shapiq-spex":
-        kwargs = {"degree_parameter": 5, **options}
-        return shapiq.SPEX(n=n, index="FBII", max_order=max_order, random_state=random_state,
-                           **kwargs)
-    if method == "shapiq-proxyspex":
-        return shapiq.ProxySPEX(n=n, index="FBII", max_order=max_order,
-                                random_state=random_state, **options)
-    if method == "shapiq-regression-fbii":
-        return shapiq.RegressionFBII(n=n, max_order=max_order, random_state=random_state,
-                                     **options)
-    if method == "shapiq-permutation-stii":
-        return shapiq.PermutationSamplingSTII(n=n, max_order=max_order,
-                                              random_state=random_state, **options)
-    return shapiq.SVARMIQ(n=n, max_order=max_order, index="STII", random_state=random_state,
-                          **options)
-
-
-def _run_method(method: str, value_function, n: int, budget: int, indices: Sequence[str],
-                max_order: int, random_state, options: dict) -> tuple[dict, FourierExplanation,
-                                                                      _Counted, float]:
-    """One method on the game: ({index: InteractionValues}, surrogate, counter, wall seconds)."""
-    counted = _Counted(value_function)
-    if method == "spex-plugins":
-        approx = SpexApproximator(n, max_order=max_order, index=indices[0],
-                                  random_state=random_state, **options)
-        start = time.perf_counter()
-        approx.approximate(budget, counted)
-        wall = time.perf_counter() - start
-        surrogate = approx.explanation_
-    elif method in _SPARSE_METHODS:
-        approx = _make_peer(method, n, max_order, random_state, options)
-        moebius = _capture_moebius(approx)
-        state = np.random.get_state()  # shapiq's SPEX draws its design from numpy's global RNG
-        np.random.seed(0 if random_state is None else random_state)
-        try:
-            start = time.perf_counter()
-            approx.approximate(budget, counted)
-            wall = time.perf_counter() - start
-        finally:
-            np.random.set_state(state)
-        surrogate = _explanation_from_moebius(n, moebius, counted.calls)
-    else:
-        index = _DENSE_INDEX[method]
-        approx = _make_peer(method, n, max_order, random_state, options)
-        start = time.perf_counter()
-        result = approx.approximate(budget, counted)
-        wall = time.perf_counter() - start
-        # the estimate read as Möbius coefficients (baseline on the empty set) is its surrogate
-        moebius = dict(result.interactions)
-        moebius.setdefault((), float(result.baseline_value))
-        surrogate = _explanation_from_moebius(n, moebius, counted.calls)
-        return {index: result}, surrogate, counted, wall
-    surrogate.n_model_calls = counted.calls
-    results = {index: to_interaction_values(surrogate, index, max_order) for index in indices}
-    return results, surrogate, counted, wall
-
-
-def _top(values: dict, k: int) -> list[tuple[tuple[int, ...], float]]:
-    items = [(s, float(v)) for s, v in values.items() if s]
-    items.sort(key=lambda item: (-abs(item[1]), len(item[0]), item[0]))
-    return items[:k]
-
-
-def _errors(estimate: dict, exact: dict, order: int) -> tuple[float, float]:
-    """MSE over all sets of size 1..order and precision@5 of the top-5 sets by magnitude."""
-    keys = {s for s in (*estimate, *exact) if 1 <= len(s) <= order}
-    if not keys:
-        return 0.0, 1.0
-    diff = np.array([estimate.get(s, 0.0) - exact.get(s, 0.0) for s in keys])
-    truth = {s for s, _ in _top({s: exact.get(s, 0.0) for s in keys}, 5)}
-    found = {s for s, _ in _top({s: estimate.get(s, 0.0) for s in keys}, 5)}
-    return float(np.mean(diff**2)), len(truth & found) / len(truth)
-
-
 class Comparison(list):
     """Records of :func:`compare`, one per (method, index); ``str()`` gives a table.
 
-    Each record is a dict with ``method``, ``index``, ``status`` ("ok", "skipped: ..." or
-    "error: ..."), ``model_calls`` (coalitions evaluated), ``own_s`` (wall time of the method
-    minus the time in the game), ``model_s``, ``r2`` (faithfulness of its surrogate on the
-    held-out uniform masks), ``top`` (the ``n_top`` largest interactions) and, when exact values
-    were computed, ``mse`` and ``precision_at_5``.
+    Each record is a dict with ``method``, ``index``, ``status`` ("ok", "skipped: ...",
+    "unavailable: ..." or "error: ..."; never shortened), ``model_calls`` (distinct coalitions
+    evaluated), ``own_s`` (wall time of the method minus the time in the game), ``model_s``,
+    ``r2`` (faithfulness of its surrogate on the held-out uniform masks; None for estimators
+    whose values are not a fit of the game: SII, k-SII and STII estimators), ``top`` (the
+    ``n_top`` largest interactions) and, when exact values were computed, ``mse``,
+    ``relative_mse`` (MSE over the mean squared exact value) and ``precision_at_5``.
+    Definitions: :mod:`spex_plugins.comparison`.
     """
 
     def table(self, n_top: int = 3) -> str:
@@ -416,19 +296,27 @@ class Comparison(list):
         def fmt(value, spec):
             return "-" if value is None else format(value, spec)
 
-        lines = ["| method | index | status | model calls | own work (s) | R^2 | MSE | P@5 "
-                 f"| top {n_top} |", "|---|---|---|---|---|---|---|---|---|"]
+        lines = ["| method | index | status | model calls | own work (s) | R^2 | MSE "
+                 f"| relative MSE | P@5 | top {n_top} |", "|---" * 10 + "|"]
         for r in self:
             top = ", ".join(f"{s}: {v:.3g}" for s, v in (r.get("top") or [])[:n_top])
-            status = r["status"] if len(r["status"]) <= 60 else r["status"][:57] + "..."
             lines.append(
-                f"| {r['method']} | {r['index']} | {status} | {fmt(r.get('model_calls'), 'd')}"
-                f" | {fmt(r.get('own_s'), '.3f')} | {fmt(r.get('r2'), '.4f')} "
-                f"| {fmt(r.get('mse'), '.3g')} | {fmt(r.get('precision_at_5'), '.2f')} | {top} |")
+                f"| {r['method']} | {r['index']} | {r['status']} "
+                f"| {fmt(r.get('model_calls'), 'd')} | {fmt(r.get('own_s'), '.3f')} "
+                f"| {fmt(r.get('r2'), '.4f')} | {fmt(r.get('mse'), '.3g')} "
+                f"| {fmt(r.get('relative_mse'), '.3g')} | {fmt(r.get('precision_at_5'), '.2f')} "
+                f"| {top} |")
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
+
+
+def _indices_of(method: str, indices: Sequence[str]) -> list[str]:
+    """The asked ``indices`` a method reports: all of them for the sparse surrogates (one run
+    gives every index), else those the estimator estimates."""
+    own = PEERS[method].indices
+    return list(indices) if own is None else [i for i in indices if i in own]
 
 
 def compare(game, n: int, budget: int, indices: Sequence[str] = ("FBII", "STII"),
@@ -437,76 +325,84 @@ def compare(game, n: int, budget: int, indices: Sequence[str] = ("FBII", "STII")
             options: dict[str, dict] | None = None) -> Comparison:
     """Run several interaction estimators on one game with one budget.
 
+    Every method runs through :func:`spex_plugins.comparison.run_peer`, so model calls, R^2,
+    top-k and the index errors have the project's one definition each.
+
     Args:
         game: a shapiq ``Game`` or a callable on bool coalitions (m, n) returning (m,).
         n: number of players.
         budget: model calls each method may spend.
-        indices: shapiq indices to report (``supported_indices()``); the sparse methods
-            (ours, shapiq's SPEX and ProxySPEX) report every index from one run, the dense
-            estimators only their own (FBII, STII).
+        indices: shapiq indices to report (``supported_indices()``). The sparse surrogates
+            (ours, shapiq's SPEX and ProxySPEX) report every index from one run; the dense
+            estimators report the asked indices they estimate, and a method that estimates
+            none of them gets no row.
         max_order: interaction order.
-        methods: subset of :data:`METHODS` (default: all). Dense estimators are skipped when
-            they have more unknowns (sets up to ``max_order``) than ``budget``; shapiq's
-            ProxySPEX is reported as an error where it cannot be built (e.g. no lightgbm).
-        n_test: held-out uniform random masks for the R^2 of each method's surrogate (its
-            Möbius coefficients as a set function; dense estimates read as Möbius coefficients).
+        methods: names of :data:`spex_plugins.comparison.PEERS` (default :data:`METHODS`).
+            Dense regressions are skipped (no model call) when they have more unknowns than
+            ``budget``; a peer whose host is missing is reported as unavailable.
+        n_test: held-out uniform masks for the R^2 of each surrogate.
         n_top: interactions kept per record.
         exact: compare against shapiq's ``ExactComputer`` (default: when n <= 12).
         random_state: seed of every method and of the test masks.
-        options: per-method keyword arguments, e.g. ``{"spex-plugins": {"b": 6},
-            "shapiq-proxyspex": {"hpo": False}}``.
+        options: per-method keyword arguments; ours takes :class:`SpexApproximator`'s
+            (``{"spex-plugins": {"b": 6, "degree_parameter": 3}}``), shapiq's peers their
+            constructors' (``{"shapiq-proxyspex": {"hpo": False}}``).
 
     Returns:
         :class:`Comparison`, one record per (method, index); wall times exclude the game.
     """
     n, budget = int(n), int(budget)
     methods = tuple(METHODS if methods is None else methods)
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in PEERS]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
+        raise ValueError(f"unknown methods {unknown}; choose from {tuple(PEERS)}")
     bad = [i for i in indices if i not in supported_indices()]
     if bad or not indices:
         raise ValueError(f"indices {bad or '()'} not supported; choose from "
                          f"{supported_indices()}")
     options = dict(options or {})
     value_function = _value_function(game, n)
-    test = np.random.default_rng(random_state).random((n_test, n)) < 0.5
-    truth = np.asarray(value_function(test), float).reshape(n_test)
+    seed = 0 if random_state is None else int(random_state)
+    test = uniform_masks(n, n_test, seed)
+    truth = np.asarray(value_function(test), float).reshape(len(test))
     exact_values = {}
     if n <= 12 if exact is None else exact:
         computer = shapiq.ExactComputer(value_function, n_players=n)
         for index in indices:
             order = 1 if index in _FIRST_ORDER else max_order
             exact_values[index] = dict(computer(index, order).interactions)
-    unknowns = sum(math.comb(n, k) for k in range(max_order + 1))
 
     records = Comparison()
     for method in methods:
-        own = [i for i in indices if method in _SPARSE_METHODS or i == _DENSE_INDEX[method]]
-        if method not in _SPARSE_METHODS:
-            own = own or [_DENSE_INDEX[method]]
-            if unknowns > budget:
-                records.append({"method": method, "index": own[0], "status":
-                                f"skipped: {unknowns} unknowns > budget {budget}"})
-                continue
-        try:
-            results, surrogate, counted, wall = _run_method(
-                method, value_function, n, budget, own, max_order, random_state,
-                options.get(method, {}))
-        except (ValueError, ImportError, RuntimeError) as err:
-            for index in own:
-                records.append({"method": method, "index": index,
-                                "status": f"error: {type(err).__name__}: {err}"})
-            continue
-        r2 = float(surrogate.r2(test, truth))
-        for index in own:
-            values = dict(results[index].interactions)
-            record = {"method": method, "index": index, "status": "ok",
-                      "model_calls": counted.calls, "own_s": wall - counted.seconds,
-                      "model_s": counted.seconds, "r2": r2, "top": _top(values, n_top)}
-            if index in exact_values:
-                order = 1 if index in _FIRST_ORDER else max_order
-                record["mse"], record["precision_at_5"] = _errors(values, exact_values[index],
-                                                                  order)
-            records.append(record)
+        settings = dict(options.get(method, {}))
+        if method == "spex-plugins":  # the adapter's names (degree_parameter, decoder_type)
+            settings = {"spex": SpexApproximator(n, random_state=random_state,
+                                                 **settings).spex}
+        sparse = PEERS[method].indices is None
+        runs = [indices[0]] if sparse else _indices_of(method, indices)
+        for run_index in runs:
+            result = run_peer(method, value_function, n, budget, index=run_index,
+                              order=max_order, seed=seed, options=settings)
+            reported = _indices_of(method, indices) if sparse else [run_index]
+            for index in reported:
+                records.append(_record(method, index, result, max_order, test, truth,
+                                       exact_values, n_top))
     return records
+
+
+def _record(method: str, index: str, result, max_order: int, test: np.ndarray,
+            truth: np.ndarray, exact_values: dict, n_top: int) -> dict:
+    """One row of :func:`compare` from a :class:`spex_plugins.comparison.PeerResult`."""
+    if not result.ok:
+        status = result.status + (f": {result.reason}" if result.reason else "")
+        return {"method": method, "index": index, "status": status}
+    order = 1 if index in _FIRST_ORDER else max_order
+    values = result.interactions(index, order)
+    record = {"method": method, "index": index, "status": "ok", "model_calls": result.calls,
+              "own_s": result.own_seconds, "model_s": result.model_seconds,
+              "r2": result.r2(test, truth), "top": top_interactions(values, n_top)}
+    if index in exact_values:
+        errors = index_errors(values, exact_values[index], order, k=5)
+        record.update(mse=errors.mse, relative_mse=errors.relative_mse,
+                      precision_at_5=errors.precision_at_k)
+    return record

@@ -288,7 +288,7 @@ def test_works_with_interaction_values_methods_and_plots(sparse_game, tmp_path):
 
 def test_compare_reports_every_method(sparse_game):
     methods = ("spex-plugins", "shapiq-regression-fbii", "shapiq-permutation-stii",
-               "shapiq-svarmiq-stii", "shapiq-proxyspex")
+               "shapiq-svarmiq", "shapiq-proxyspex")
     options = {"spex-plugins": {"b": 4}, "shapiq-proxyspex": {"hpo": False}
                if "hpo" in _proxyspex_parameters() else {}}
     with warnings.catch_warnings():
@@ -299,17 +299,31 @@ def test_compare_reports_every_method(sparse_game):
     ours = [by["spex-plugins", i] for i in ("FBII", "STII")]
     for r in ours:
         assert r["status"] == "ok" and r["r2"] == pytest.approx(1.0, abs=1e-9)
-        assert r["mse"] < 1e-15 and r["precision_at_5"] == 1.0 and len(r["top"]) == 10
-        assert 0 < r["model_calls"] <= 1500 and r["own_s"] > 0
+        assert r["mse"] < 1e-15 and r["relative_mse"] < 1e-12 and r["precision_at_5"] == 1.0
+        assert len(r["top"]) == 10 and 0 < r["model_calls"] <= 1500 and r["own_s"] > 0
     assert set(by) >= {("shapiq-regression-fbii", "FBII"), ("shapiq-permutation-stii", "STII"),
-                       ("shapiq-svarmiq-stii", "STII")}
-    assert by["shapiq-regression-fbii", "FBII"]["status"] == "ok"
+                       ("shapiq-svarmiq", "STII"), ("shapiq-svarmiq", "FBII")}
+    assert ("shapiq-regression-fbii", "STII") not in by  # it does not estimate STII
+    fbii = by["shapiq-regression-fbii", "FBII"]
     # FBII of order 2 is the best degree-2 fit: its surrogate misses the degree 3 and 4 terms
-    assert by["shapiq-regression-fbii", "FBII"]["r2"] < 0.9
+    assert fbii["status"] == "ok" and fbii["r2"] < 0.9
+    # STII values are not a fit of the game: no R^2 (13.9), but MSE against the exact STII
+    stii = by["shapiq-permutation-stii", "STII"]
+    assert stii["status"] == "ok" and stii["r2"] is None and stii["mse"] >= 0
     proxy = by["shapiq-proxyspex", "FBII"]["status"]
     assert proxy == "ok" or "lightgbm" in proxy
     text = records.table()
     assert text.count("\n") == len(records) + 1 and "spex-plugins" in text
+
+
+def test_compare_reports_only_the_asked_indices(sparse_game):
+    records = compare(sparse_game, N_SPARSE, 1200, indices=("SV", "FBII"),
+                      methods=("spex-plugins", "shapiq-permutation-stii",
+                               "shapiq-regression-fbii"),
+                      n_test=200, options={"spex-plugins": {"b": 4}})
+    rows = {(r["method"], r["index"]) for r in records}
+    assert rows == {("spex-plugins", "SV"), ("spex-plugins", "FBII"),
+                    ("shapiq-regression-fbii", "FBII")}
 
 
 def _proxyspex_parameters():
@@ -323,6 +337,7 @@ def test_compare_skips_dense_estimators_that_cannot_fit_and_checks_input(sparse_
     records = compare(game, 40, 600, indices=("FBII",), methods=("shapiq-regression-fbii",),
                       n_test=100)
     assert records[0]["status"].startswith("skipped: 821 unknowns")
+    assert records[0]["status"].endswith("budget 600")  # the whole reason, never cut
     with pytest.raises(ValueError, match="unknown methods"):
         compare(sparse_game, N_SPARSE, 600, methods=("kernelshap",))
     with pytest.raises(ValueError, match="not supported"):
