@@ -211,7 +211,8 @@ def _short(feature: str, width: int = 70) -> str:
     return feature if len(feature) <= width else feature[:width - 1] + "…"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``spex-plugins`` argument parser (commands ``demo`` and ``explain``)."""
     parser = argparse.ArgumentParser(prog="spex-plugins", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -282,8 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--no-cache", action="store_true")
     ex.add_argument("--quiet", action="store_true")
     ex.set_defaults(handler=explain)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.handler(args)
 
 

@@ -300,11 +300,11 @@ def test_cli_ray_workers_rebuild_the_same_value_function(RayEvaluator, shared,  
 
     from test_cli import TEXT, save_tiny  # skips without torch / transformers
 
-    from spex_plugins.cli import on_ray, rebuild_value_function
+    from spex_plugins.cli import build_parser, on_ray, rebuild_value_function
 
-    args = argparse.Namespace(model=save_tiny(tmp_path, "classify"), task="classify",
-                              mask_token=None, target="1", granularity="word", device=None,
-                              ray=1)
+    args = build_parser().parse_args(["explain", "--model", save_tiny(tmp_path, "classify"),
+                                      "--task", "classify", "--text", TEXT, "--target", "1",
+                                      "--granularity", "word", "--ray", "1"])
     here = rebuild_value_function(argparse.Namespace(**{**vars(args), "device": "cpu"}), TEXT)
     masks = random_masks(30, seed=3)[:, :here.n]
     evaluator = on_ray(here, TEXT, args)
