@@ -71,6 +71,8 @@ METHODS: tuple[str, ...] = (
 :data:`spex_plugins.comparison.PEERS` is accepted."""
 
 _FIRST_ORDER = ("SV", "BV")
+_RENAMED_METHODS = {"shapiq-svarmiq-stii": "shapiq-svarmiq"}
+"""Method names of earlier releases of :func:`compare` and their current names."""
 
 # The installed shapiq's own SPEX: its parameter names and defaults are ours (shapiq 1.4
 # defaults to index="FBII", max_order=None = all orders; 1.5+ to "k-SII" and 2).
@@ -353,6 +355,10 @@ def compare(game, n: int, budget: int, indices: Sequence[str] = ("FBII", "STII")
     """
     n, budget = int(n), int(budget)
     methods = tuple(METHODS if methods is None else methods)
+    for old in set(methods) & set(_RENAMED_METHODS):
+        warnings.warn(f"compare(): method {old!r} is now called {_RENAMED_METHODS[old]!r} (it "
+                      "reports every index SVARMIQ estimates)", DeprecationWarning, stacklevel=2)
+    methods = tuple(_RENAMED_METHODS.get(m, m) for m in methods)
     unknown = [m for m in methods if m not in PEERS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {tuple(PEERS)}")

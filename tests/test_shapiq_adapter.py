@@ -326,6 +326,13 @@ def test_compare_reports_only_the_asked_indices(sparse_game):
                     ("shapiq-regression-fbii", "FBII")}
 
 
+def test_compare_accepts_the_old_svarmiq_name_with_a_warning(sparse_game):
+    with pytest.warns(DeprecationWarning, match="'shapiq-svarmiq'"):
+        records = compare(sparse_game, N_SPARSE, 1200, indices=("STII",),
+                          methods=("shapiq-svarmiq-stii",), n_test=100)
+    assert [(r["method"], r["index"]) for r in records] == [("shapiq-svarmiq", "STII")]
+
+
 def _proxyspex_parameters():
     import inspect
 
