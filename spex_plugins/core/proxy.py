@@ -1,0 +1,452 @@
+"""A gradient-boosted tree proxy of a masked model and its exact sparse Fourier spectrum.
+
+Under feature masking a model is a set function ``f: {0,1}^n -> R`` (``True`` = feature kept),
+written ``f(x) = sum_k F(k) (-1)^<x,k>``. A tree ensemble fitted on ``(masks, y)`` has a
+spectrum that can be read off its structure exactly:
+
+* a leaf reached when the features ``P`` on its path take the values ``b`` is the product of
+  indicators ``prod_{i in P} [x_i = b_i]`` times its value ``v``, and
+  ``[x_i = b_i] = (1 + (-1)^{b_i} (-1)^{x_i}) / 2``;
+* expanding the product, the leaf puts ``v 2^-|P| (-1)^{|S ∩ {i: b_i = 1}|}`` on every subset
+  ``S`` of ``P``. Node by node this is the rule "``(L+R)/2`` on frequencies without ``i``,
+  ``(L-R)/2`` on frequencies with ``i``" for ``L`` the child taken when ``x_i = 0``.
+* A feature tested again lower on the same path is already fixed there: only the branch its
+  value leads to is followed (``[x_i = b]^2 = [x_i = b]``, the characters multiply to one), so
+  ``P`` holds every feature once and a contradictory path is dropped.
+
+The spectrum is the sum over leaves and trees. Which child a 0/1 value goes to is decided as
+LightGBM's predictor does it (numerical ``<=`` thresholds, ``missing_type`` "Zero" sending
+zeros to the default side, categorical ``==`` splits sending the listed categories left), so
+the result matches ``Booster.predict(..., raw_score=True)`` on every mask.
+
+LightGBM is optional: it is imported only inside :func:`fit_proxy` and
+:func:`proxy_available`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from .conversions import canonicalise
+
+__all__ = [
+    "MIN_ROWS",
+    "PROXY_MISSING",
+    "ProxyFit",
+    "fit_proxy",
+    "proxy_available",
+    "tree_spectrum",
+]
+
+PROXY_MISSING = 'the tree proxy needs LightGBM: pip install "spex-plugins[proxy]"'
+"""Message of the ImportError raised when LightGBM is not installed."""
+
+MIN_ROWS = 20
+"""Fewest rows :func:`fit_proxy` accepts (it still holds out a validation split)."""
+
+_PAD = -1
+_NOISE = 64 * np.finfo(np.float64).eps
+"""A merged coefficient below this share of the sum of its contributions' magnitudes is a
+rounding remainder of an exact cancellation and is dropped."""
+
+
+def proxy_available() -> bool:
+    """Whether LightGBM can be imported (the tree proxy needs it)."""
+    try:
+        import lightgbm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _import_lightgbm() -> Any:
+    try:
+        import lightgbm
+    except ImportError as exc:
+        raise ImportError(PROXY_MISSING) from exc
+    return lightgbm
+
+
+# --------------------------------------------------------------------------------------------
+# the exact spectrum of a fitted booster
+# --------------------------------------------------------------------------------------------
+
+
+def _goes_left(node: dict, value: int) -> bool:
+    """Whether LightGBM sends the feature value ``value`` (0 or 1) to the left child."""
+    decision = node.get("decision_type", "<=")
+    if decision == "==":
+        categories = {int(c) for c in str(node["threshold"]).split("||") if c != ""}
+        return value in categories
+    if decision != "<=":
+        raise ValueError(f"unsupported LightGBM decision_type {decision!r}")
+    if value == 0 and node.get("missing_type", "None") == "Zero":
+        return bool(node.get("default_left", True))
+    return value <= float(node["threshold"])
+
+
+def _leaves(root: dict, n: int) -> list[tuple[float, dict[int, int]]]:
+    """Every reachable leaf of one tree: ``(value, {feature: required 0/1 value})``."""
+    found: list[tuple[float, dict[int, int]]] = []
+    stack: list[tuple[dict, dict[int, int]]] = [(root, {})]
+    while stack:
+        node, fixed = stack.pop()
+        if "split_feature" not in node:
+            if node.get("leaf_features"):
+                raise ValueError("linear trees (linear_tree=True) are not supported")
+            found.append((float(node["leaf_value"]), fixed))
+            continue
+        feature = int(node["split_feature"])
+        if not 0 <= feature < n:
+            raise ValueError(f"the booster splits on feature {feature} but n = {n}")
+        options = (fixed[feature],) if feature in fixed else (0, 1)
+        for side in ("left_child", "right_child"):
+            values = [v for v in options if _goes_left(node, v) == (side == "left_child")]
+            if not values:
+                continue  # no 0/1 value (consistent with the path) reaches this child
+            if len(values) == 1 and feature not in fixed:
+                stack.append((node[side], {**fixed, feature: values[0]}))
+            else:
+                stack.append((node[side], fixed))
+    return found
+
+
+@lru_cache(maxsize=256)
+def _subsets(size: int, max_degree: int) -> tuple[np.ndarray, ...]:
+    """Per degree ``j <= min(size, max_degree)``: the (C(size, j), j) subsets of range(size)."""
+    return tuple(
+        np.array(list(combinations(range(size), j)), dtype=np.intp).reshape(math.comb(size, j), j)
+        for j in range(min(size, max_degree) + 1)
+    )
+
+
+def _expand(
+    features: np.ndarray, bits: np.ndarray, values: np.ndarray, max_degree: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spread leaves with paths of one length over the subsets of their paths.
+
+    Parameters
+    ----------
+    features : ndarray (L, p) int64
+        Sorted path features of L leaves.
+    bits : ndarray (L, p) int64
+        The 0/1 value each path feature takes to reach the leaf.
+    values : ndarray (L,) float64
+        Leaf values (already scaled).
+    max_degree : int
+        Largest subset size spread to.
+    width : int
+        Columns of the returned locations.
+
+    Returns
+    -------
+    locations : ndarray (r, width) int64
+    contributions : ndarray (r,) float64
+    """
+    p = features.shape[1]
+    scaled = values * 2.0**-p
+    locs, vals = [], []
+    for subset in _subsets(p, max_degree):
+        j = subset.shape[1]
+        loc = features[:, subset]  # (L, c, j)
+        sign = 1.0 - 2.0 * (bits[:, subset].sum(axis=2) & 1)  # (L, c)
+        block = np.full((loc.shape[0] * loc.shape[1], width), _PAD, dtype=np.int64)
+        block[:, :j] = loc.reshape(block.shape[0], j)
+        locs.append(block)
+        vals.append((scaled[:, None] * sign).ravel())
+    return np.concatenate(locs), np.concatenate(vals)
+
+
+def _reduce(
+    locs: np.ndarray, vals: np.ndarray, mags: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum contributions (and their magnitudes) of equal rows of ``locs``."""
+    if locs.shape[0] == 0:
+        return locs, vals, mags
+    width = locs.shape[1]
+    if width * math.log2(n + 1) < 62:  # one int64 key per row
+        keys = np.zeros(locs.shape[0], dtype=np.int64)
+        for col in range(width):
+            keys = keys * (n + 1) + (locs[:, col] + 1)
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    else:
+        _, first, inverse = np.unique(locs, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    size = first.shape[0]
+    return (
+        locs[first],
+        np.bincount(inverse, weights=vals, minlength=size),
+        np.bincount(inverse, weights=mags, minlength=size),
+    )
+
+
+def tree_spectrum(
+    booster: Any, n: int, *, max_degree: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Fourier spectrum of a fitted LightGBM booster over ``n`` boolean features.
+
+    The spectrum is that of the raw score, ``booster.predict(masks, raw_score=True)`` (for a
+    regression objective, of ``booster.predict``), summed over the trees LightGBM predicts with
+    by default (up to the best iteration when early stopping set one). Masks enter as 0/1:
+    ``x_i = 1`` (feature kept) and ``x_i = 0`` (masked) follow the splits exactly as
+    LightGBM's predictor routes them, missing-value and categorical splits included.
+
+    Parameters
+    ----------
+    booster : lightgbm.Booster
+        A fitted single-output booster (a fitted scikit-learn wrapper is accepted too: its
+        ``booster_`` is used) trained on ``n`` features. Linear trees are not supported.
+    n : int
+        Number of features; must equal the booster's number of features.
+    max_degree : int or None, keyword-only
+        Keep only frequencies with at most this many features (``None``: all). The kept
+        coefficients are exact: truncation restricts the spectrum, it does not refit.
+
+    Returns
+    -------
+    locations : ndarray (s, d) int64
+        One frequency per row: its sorted feature indices padded on the right with ``-1``;
+        the empty set is the all ``-1`` row. ``d`` is the largest degree present (at least 1).
+        Rows are unique, ordered by degree, then lexicographically.
+    values : ndarray (s,) float64
+        ``F(k)`` per row; zero coefficients (exact cancellations) are dropped.
+
+    Raises
+    ------
+    ValueError
+        For a bad ``n`` or ``max_degree``, a multi-output booster, linear trees, or a split on
+        a feature outside ``range(n)``.
+
+    Notes
+    -----
+    Cost: every leaf spreads over the subsets of its path of size at most ``max_degree``,
+    so ``O(leaves * 2^depth)`` terms; nothing of size ``2^n`` is built.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = int(n)
+    if max_degree is not None and (
+        isinstance(max_degree, bool) or not isinstance(max_degree, (int, np.integer))
+        or max_degree < 0
+    ):
+        raise ValueError(f"max_degree must be a non-negative integer or None, got {max_degree!r}")
+    booster = getattr(booster, "booster_", booster)
+    model = booster.dump_model()
+    if int(model.get("num_tree_per_iteration", 1)) != 1:
+        raise ValueError("tree_spectrum needs a single-output booster (one tree per iteration)")
+    n_booster = int(model.get("max_feature_idx", n - 1)) + 1
+    if n_booster != n:
+        raise ValueError(f"the booster was trained on {n_booster} features but n = {n}")
+    trees = model.get("tree_info", [])
+    scale = 1.0 / len(trees) if model.get("average_output") and trees else 1.0
+
+    by_length: dict[int, list[tuple[float, dict[int, int]]]] = {}
+    for tree in trees:
+        for value, fixed in _leaves(tree["tree_structure"], n):
+            if value != 0.0:
+                by_length.setdefault(len(fixed), []).append((value * scale, fixed))
+    limit = max(by_length, default=0) if max_degree is None else int(max_degree)
+    width = max(1, min(max(by_length, default=0), limit))
+
+    locs = np.full((0, width), _PAD, dtype=np.int64)
+    vals = np.zeros(0)
+    mags = np.zeros(0)
+    for p in sorted(by_length):
+        leaves = by_length[p]
+        order = [sorted(fixed) for _, fixed in leaves]
+        features = np.array(order, dtype=np.int64).reshape(len(leaves), p)
+        bits = np.array(
+            [[fixed[i] for i in keys] for keys, (_, fixed) in zip(order, leaves, strict=True)],
+            dtype=np.int64,
+        ).reshape(len(leaves), p)
+        values = np.array([v for v, _ in leaves], dtype=np.float64)
+        new_locs, new_vals = _expand(features, bits, values, limit, width)
+        locs, vals, mags = _reduce(
+            np.concatenate([locs, new_locs]),
+            np.concatenate([vals, new_vals]),
+            np.concatenate([mags, np.abs(new_vals)]),
+            n,
+        )
+    vals = np.where(np.abs(vals) <= _NOISE * mags, 0.0, vals)
+    locs, vals2d = canonicalise(locs, vals[:, None])
+    return locs, vals2d[:, 0]
+
+
+# --------------------------------------------------------------------------------------------
+# fitting the proxy
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProxyFit:
+    """A tree proxy's sparse Fourier surrogate ``f(x) ~ sum_k values[k] (-1)^<x, k>``.
+
+    Attributes
+    ----------
+    locations : ndarray (s, d) int64
+        Sorted feature indices of each frequency, padded with ``-1`` (the empty set is the
+        all ``-1`` row, always present).
+    values : ndarray (s,) float64
+        Fourier coefficients ``F(k)``.
+    n_trees : int
+        Trees of the booster the spectrum was read from (the early-stopping best iteration).
+    validation_r2 : float
+        R^2 of the returned (truncated) surrogate on the held-out validation rows; these rows
+        also chose the early-stopping iteration, so it is mildly optimistic. ``nan`` when the
+        validation targets are constant.
+    """
+
+    locations: np.ndarray
+    values: np.ndarray
+    n_trees: int
+    validation_r2: float
+
+
+def _evaluate(masks: np.ndarray, locations: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``sum_k values[k] (-1)^<x, k>`` for bool masks (m, n) -> (m,)."""
+    padded = np.concatenate([masks, np.zeros((masks.shape[0], 1), dtype=bool)], axis=1)
+    out = np.empty(masks.shape[0])
+    step = max(1, 4_000_000 // max(1, locations.size))
+    for start in range(0, masks.shape[0], step):
+        parity = np.bitwise_xor.reduce(padded[start : start + step][:, locations], axis=2)
+        out[start : start + step] = (1.0 - 2.0 * parity) @ values
+    return out
+
+
+def _check_data(masks: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    masks = np.asarray(masks)
+    if masks.ndim != 2 or masks.shape[1] < 1:
+        raise ValueError(f"masks must be a 2-D array (m, n) with n >= 1, got shape {masks.shape}")
+    if masks.dtype != np.bool_:
+        if not (np.issubdtype(masks.dtype, np.number) and np.isin(masks, (0, 1)).all()):
+            raise ValueError("masks must be boolean (or hold only 0 and 1)")
+        masks = masks.astype(bool)
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != (masks.shape[0],):
+        raise ValueError(f"y must have shape ({masks.shape[0]},) to match masks, got {y.shape}")
+    if not np.isfinite(y).all():
+        raise ValueError("y must be finite (no NaN or inf)")
+    if masks.shape[0] < MIN_ROWS:
+        raise ValueError(f"fit_proxy needs at least {MIN_ROWS} rows, got {masks.shape[0]}")
+    return masks, y
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def fit_proxy(
+    masks: np.ndarray,
+    y: np.ndarray,
+    *,
+    max_degree: int,
+    random_state: int | None = None,
+    max_terms: int = 600,
+    validation_fraction: float = 0.2,
+) -> ProxyFit:
+    """Fit one LightGBM regression proxy to ``(masks, y)`` and return its sparse spectrum.
+
+    A seeded ``validation_fraction`` of the rows is held out for early stopping (patience
+    20 rounds, at most 1000 rounds, learning rate 0.1); trees have ``max_depth = max_degree``
+    (so their spectrum has no term above that degree), at most 16 leaves and at least 5 rows
+    per leaf; above 3,000 training rows every tree sees a bagged sample of 3,000. One thread,
+    deterministic. The exact spectrum (:func:`tree_spectrum`) is cut to the ``max_terms``
+    largest ``|F(k)|``, the empty set always among them.
+
+    Parameters
+    ----------
+    masks : ndarray (m, n) bool
+        Masks (``True`` = feature kept); 0/1 numbers are accepted. ``m >= MIN_ROWS`` (20).
+    y : ndarray (m,) float
+        Model outputs on the masks; finite.
+    max_degree : int, keyword-only
+        Largest interaction order kept (tree depth), ``>= 1``.
+    random_state : int or None, keyword-only
+        Seed of the validation split and of LightGBM; the same inputs and seed give the
+        identical result. ``None``: fresh randomness.
+    max_terms : int, keyword-only
+        Most Fourier terms returned (the empty set included), ``>= 1``.
+    validation_fraction : float, keyword-only
+        Share of the rows held out for early stopping, in ``(0, 0.5]``.
+
+    Returns
+    -------
+    ProxyFit
+        ``locations (s, d)``, ``values (s,)`` with ``s <= max_terms``, the number of trees
+        and the validation R^2 of the returned surrogate.
+
+    Raises
+    ------
+    ImportError
+        LightGBM is not installed (message :data:`PROXY_MISSING`).
+    ValueError
+        Bad shapes, non-finite ``y``, fewer than :data:`MIN_ROWS` rows, or bad settings.
+    """
+    lgb = _import_lightgbm()
+    masks, y = _check_data(masks, y)
+    max_degree = _positive_int("max_degree", max_degree)
+    max_terms = _positive_int("max_terms", max_terms)
+    validation_fraction = float(validation_fraction)
+    if not 0.0 < validation_fraction <= 0.5:
+        raise ValueError(f"validation_fraction must be in (0, 0.5], got {validation_fraction}")
+
+    m, n = masks.shape
+    rng = np.random.default_rng(random_state)
+    order = rng.permutation(m)
+    n_val = max(1, round(validation_fraction * m))
+    val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+    seed = int(rng.integers(1, 2**31 - 1))
+
+    params: dict[str, Any] = {
+        "objective": "regression",
+        "metric": "l2",
+        "learning_rate": 0.1,
+        "max_depth": max_degree,
+        "num_leaves": min(2**max_degree, 16),
+        "min_data_in_leaf": 5,
+        "num_threads": 1,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbose": -1,
+        "seed": seed,
+    }
+    bag = 3000
+    if len(train_rows) > bag:
+        params.update(bagging_fraction=bag / len(train_rows), bagging_freq=1)
+    data = masks.astype(np.float32)
+    train = lgb.Dataset(data[train_rows], y[train_rows], params=params)
+    valid = lgb.Dataset(data[val_rows], y[val_rows], reference=train)
+    booster = lgb.train(
+        params,
+        train,
+        num_boost_round=1000,
+        valid_sets=[valid],
+        callbacks=[lgb.early_stopping(20, first_metric_only=True, verbose=False)],
+    )
+    n_trees = int(booster.best_iteration) or booster.num_trees()
+
+    locations, values = tree_spectrum(booster, n, max_degree=max_degree)
+    empty = np.all(locations < 0, axis=1)
+    rest = np.flatnonzero(~empty)
+    rest = rest[np.argsort(-np.abs(values[rest]), kind="stable")[: max_terms - 1]]
+    keep = np.sort(np.concatenate([np.flatnonzero(empty), rest]))
+    locations, values = locations[keep], values[keep]
+    if not empty.any():  # a zero mean: the empty set still leads the spectrum
+        locations = np.concatenate([np.full((1, locations.shape[1]), _PAD), locations])
+        values = np.concatenate([[0.0], values])
+    width = max(1, int(np.count_nonzero(locations >= 0, axis=1).max()))
+    locations = np.ascontiguousarray(locations[:, :width])
+
+    y_val = y[val_rows]
+    ss_tot = float(np.sum((y_val - y_val.mean()) ** 2))
+    ss_res = float(np.sum((y_val - _evaluate(masks[val_rows], locations, values)) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    return ProxyFit(locations=locations, values=values, n_trees=n_trees, validation_r2=r2)
