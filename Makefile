@@ -39,7 +39,7 @@ CONSTRAINTS := constraints-dev.txt
 # 3.12; PyPI's is a multi-GB CUDA build), hence no captum/transformers there. Ray only on
 # 3.11: the Ray tests run there, and the 3.12 leg checks that everything works without it.
 EXTRAS_311 := all,ray,dev
-EXTRAS_312 := shap,shapiq,dev
+EXTRAS_312 := shap,shapiq,proxy,dev
 
 # Quiet-ish pip: no progress bars or "Requirement already satisfied" chatter,
 # warnings and errors still shown.

@@ -4,9 +4,9 @@
 their own modules and import their host library only when used.
 """
 
-from .core import SPEX, FourierExplanation, b_for_budget, min_budget, sample_count
+from .core import SPEX, FourierExplanation, ProxySPEX, b_for_budget, min_budget, sample_count
 
 __version__ = "0.1.0"
 
-__all__ = ["SPEX", "FourierExplanation", "__version__", "b_for_budget", "min_budget",
+__all__ = ["SPEX", "FourierExplanation", "ProxySPEX", "__version__", "b_for_budget", "min_budget",
            "sample_count"]

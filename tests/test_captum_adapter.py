@@ -237,8 +237,9 @@ def test_bad_input_errors(sc):
         spex.attribute((x, z), target=0, feature_mask=(good[0].float(), good[1]))
     with pytest.raises(ValueError, match=">= 0"):
         spex.attribute((x, z), target=0, feature_mask=(good[0] - 1, good[1]))
-    with pytest.raises(ValueError, match="below the minimum SPEX budget of 504"):
-        spex.attribute((x, z), target=0, feature_mask=good, n_samples=100)
+    # 6 players: first-order coefficients (7) plus 16 held-out masks
+    with pytest.raises(ValueError, match=r"^n_samples=20 is below the minimum SPEX budget of 23"):
+        spex.attribute((x, z), target=0, feature_mask=good, n_samples=20)
     with pytest.raises(ValueError, match="baselines\\[0\\] of shape \\(4,\\)"):
         spex.attribute((x, z), target=0, baselines=(torch.zeros(4), 0.0))
     with pytest.raises(ValueError, match="one scalar per example"):
@@ -456,7 +457,7 @@ def test_llm_bad_input(sc, tokenizer, causal_lm):
     with pytest.raises(TypeError, match="supports TextTemplateInput, TextTokenInput"):
         llm.attribute("Dave lives in Palm Coast", target=TARGET)
     with pytest.raises(ValueError, match="below the minimum SPEX budget"):
-        llm.attribute(inp, target=TARGET, n_samples=50)
+        llm.attribute(inp, target=TARGET, n_samples=5)
     with pytest.raises(ValueError, match="perturbations_per_eval"):
         llm.attribute(inp, target=TARGET, perturbations_per_eval=0)
 

@@ -228,7 +228,7 @@ def test_peers_skip_what_they_cannot_estimate_without_model_calls():
 
 
 def test_errors_are_recorded_with_their_whole_message():
-    result = run_peer("spex-plugins", additive, N, 100)
+    result = run_peer("spex-plugins", additive, N, 20)
     assert result.status == "error" and result.reason.startswith("ValueError: ")
     assert "minimum" in result.reason and not result.reason.endswith("...")
     with pytest.raises(ValueError, match="unknown peer"):

@@ -186,9 +186,9 @@ def test_non_sparse_game_fbii_and_stii_close_to_exact():
 
 def test_budget_too_small_surfaces_the_core_error(sparse_game):
     with pytest.raises(ValueError) as core_err:
-        SPEX(max_order=5).explain(sparse_game, N_SPARSE, budget=50, progress=False)
+        SPEX(max_order=5).explain(sparse_game, N_SPARSE, budget=20, progress=False)
     with pytest.raises(ValueError) as ours:
-        SpexApproximator(N_SPARSE, max_order=2, index="k-SII").approximate(50, sparse_game)
+        SpexApproximator(N_SPARSE, max_order=2, index="k-SII").approximate(20, sparse_game)
     assert str(ours.value) == str(core_err.value) and "minimum" in str(ours.value)
 
 

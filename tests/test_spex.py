@@ -63,8 +63,9 @@ def test_exact_recovery_with_few_bins_per_term(n, n_terms, b):
             got = explanation.fourier()
             for k, value in truth.items():
                 assert got.get(k, 0.0) == pytest.approx(value, abs=1e-8), (seed, k)
-            # least squares up to round-off: the penalty is negligible against N
-            assert explanation.metadata["ridge_penalty"][0] < 1e-9 * explanation.n_samples
+            # least squares up to round-off (or the exact transform of every mask)
+            penalty = explanation.metadata["ridge_penalty"]
+            assert penalty is None or penalty[0] <= 1e-9
 
 
 def test_soft_decoding_recovers_more_than_hard_under_noise():
@@ -130,22 +131,54 @@ def test_same_seed_same_explanation_and_other_seed_other_masks():
     assert not np.array_equal(np.vstack(seen[: len(seen) // 3]), np.vstack(seen[-len(seen) // 3:]))
 
 
-def test_budget_sets_b_and_model_calls_stay_within_it():
-    f, _ = sparse_function(200, 20, seed=6)
+@pytest.mark.parametrize(("n", "budget"), [(12, 700), (30, 1000), (200, 20_000), (1000, 1017),
+                                           (1000, 5000)])
+def test_the_whole_budget_is_spent(n, budget):
+    f, _ = sparse_function(n, 20, seed=6)
     calls = []
 
     def counting(masks):
         calls.append(len(masks))
         return f(masks)
 
+    explanation = SPEX(random_state=0).explain(counting, n, budget=budget, progress=False)
+    assert sum(calls) == explanation.n_model_calls == budget
+    meta = explanation.metadata
+    # the design is the largest b that fits in DESIGN_SHARE of the budget, if any, with 3
+    # groups or 2, whichever gives the larger b (3 on a tie)
+    fitting = {c: [b for b in range(3, 21) if c * n_shifts(n, 5) * 2 ** b <= 0.7 * budget]
+               for c in (3, 2)}
+    best = {c: max(bs) if bs else -1 for c, bs in fitting.items()}
+    groups = 3 if best[3] >= best[2] else 2
+    assert meta["n_groups"] == groups
+    assert meta["b"] == (best[groups] if best[groups] >= 0 else None)
+    assert meta["n_design_masks"] == (groups * n_shifts(n, 5) * 2 ** meta["b"]
+                                      if meta["b"] else 0)
+    assert meta["n_validation_masks"] == min(max(16, round(0.15 * budget)), budget - n - 1)
+    assert explanation.n_samples == meta["n_design_masks"] + meta["n_uniform_masks"]
+
+
+def test_older_refits_spend_only_the_design():
+    f, _ = sparse_function(200, 20, seed=6)
     budget = 20_000
-    explanation = SPEX(random_state=0).explain(counting, 200, budget=budget, progress=False)
+    explanation = SPEX(refit="ridge", random_state=0).explain(f, 200, budget=budget,
+                                                              progress=False)
     expected_b = int(np.floor(np.log2(budget / (3 * n_shifts(200, 5)))))
     assert explanation.metadata["b"] == expected_b
     assert explanation.n_samples == 3 * n_shifts(200, 5) * 2 ** expected_b <= budget
-    assert sum(calls) == explanation.n_model_calls <= explanation.n_samples
     # duplicates (the l = 0 masks repeat in every group) are sent once
     assert explanation.n_model_calls < explanation.n_samples
+
+
+def test_a_budget_covering_every_mask_gives_the_exact_transform():
+    f, truth = sparse_function(9, 30, seed=3)
+    explanation = SPEX(max_order=2, random_state=0).explain(f, 9, budget=600, progress=False)
+    assert explanation.n_model_calls == 512 and explanation.metadata["exhaustive"]
+    got = explanation.fourier()  # every degree, not only up to max_order
+    assert set(got) == set(truth)
+    for k, value in truth.items():
+        assert got[k] == pytest.approx(value, abs=1e-12)
+    assert explanation.validation_r2 == 1.0
 
 
 def test_masks_are_sent_once_in_batches():
@@ -281,11 +314,21 @@ def test_bad_configuration():
 
 
 def test_budget_too_small_states_the_minimum():
+    # validated refit: n + 1 first-order coefficients plus 16 held-out masks
+    with pytest.raises(ValueError, match=r"below the minimum SPEX budget of 1017 model calls for "
+                                         r"n=1000 features at max_order=5"):
+        SPEX().explain(_ones, 1000, budget=1016)
+    assert SPEX().min_budget(1000) == 1017
+    assert SPEX().explain(_ones, 1000, budget=1017, progress=False).n_model_calls == 1017
+    # all masks when there are fewer, and the minimum is what runs
+    assert SPEX().min_budget(4) == 16
+    assert SPEX().explain(_ones, 4, budget=16, progress=False).n_model_calls == 16
+    with pytest.raises(ValueError, match=r"^max_evals=15 is below the minimum SPEX budget of 16"):
+        SPEX().explain(_ones, 4, budget=15, budget_name="max_evals")
+    # the older refits need the design at b = 3
     with pytest.raises(ValueError, match=r"below the minimum SPEX budget of 1344 model calls for "
                                          r"n=1000 features at max_order=5"):
-        SPEX().explain(_ones, 1000, budget=1000)
-    with pytest.raises(ValueError, match=r"^max_evals=1000 is below the minimum"):
-        SPEX().explain(_ones, 1000, budget=1000, budget_name="max_evals")
+        SPEX(refit="ridge").explain(_ones, 1000, budget=1000)
     with pytest.raises(ValueError, match="above budget"):
         SPEX(b=8).explain(_ones, 100, budget=2000)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import conversions
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "FourierExplanation"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "FourierExplanation", "characters"]
 
 FORMAT_NAME = "spex-plugins/fourier-explanation"
 FORMAT_VERSION = 1
@@ -20,6 +20,16 @@ def _parities(masks: np.ndarray, locations: np.ndarray) -> np.ndarray:
     """<x, k> mod 2 for masks (m, n) and frequencies (s, d) padded with -1 -> bool (m, s)."""
     padded = np.concatenate([masks, np.zeros((len(masks), 1), bool)], axis=1)
     return np.bitwise_xor.reduce(padded[:, locations], axis=2)
+
+
+def characters(masks: np.ndarray, locations: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Fourier characters ``(-1)^<x, k>`` of bool masks (m, n) at frequencies (s, d) padded
+    with -1 -> (m, s) of ``dtype``."""
+    signs = np.empty((len(masks), len(locations)), dtype)
+    for start in range(0, len(masks), 4096):  # bounds the (rows, s, d) temporary
+        parity = _parities(masks[start:start + 4096], locations)
+        signs[start:start + 4096] = 1 - 2 * parity.astype(dtype)
+    return signs
 
 
 class FourierExplanation:
@@ -122,18 +132,31 @@ class FourierExplanation:
         masks = self._masks(masks)
         out = np.empty((len(masks), self.n_outputs))
         for start in range(0, len(masks), chunk_size):
-            signs = 1.0 - 2.0 * _parities(masks[start:start + chunk_size], self.locations)
+            signs = characters(masks[start:start + chunk_size], self.locations)
             out[start:start + chunk_size] = signs @ self.coefficients
         return self._out(out)
 
     def r2(self, masks, values) -> float | np.ndarray:
         """Coefficient of determination of the surrogate against true ``values`` at ``masks``."""
         truth = np.asarray(values, dtype=np.float64).reshape(len(self._masks(masks)), -1)
+        if not np.isfinite(truth).all():
+            raise ValueError(f"values contain {int((~np.isfinite(truth)).sum())} non-finite "
+                             "entries (NaN or inf); R^2 needs finite model outputs")
         pred = self.predict(masks).reshape(truth.shape)
         ss_res = ((truth - pred) ** 2).sum(axis=0)
         ss_tot = ((truth - truth.mean(axis=0)) ** 2).sum(axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res > 0, -np.inf, 1.0))
+        return float(r2[0]) if self._scalar else r2
+
+    @property
+    def validation_r2(self) -> float | np.ndarray | None:
+        """R^2 of the surrogate on the held-out masks that chose it (float, or (K,) for several
+        outputs); None for a refit without held-out masks. 1.0 for an exhaustive run."""
+        r2 = self.metadata.get("validation_r2")
+        if r2 is None:
+            return None
+        r2 = np.asarray(r2, dtype=np.float64)
         return float(r2[0]) if self._scalar else r2
 
     # --- conversions ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 
 from .sampler import SubsampleDesign
 
-__all__ = ["AliasGram", "RefitResult", "refit_columns", "ridge_refit"]
+__all__ = ["AliasGram", "RefitResult", "design_moments", "refit_columns", "ridge_refit"]
 
 EXACT_FIT = 1e-12
 """A least-squares fit leaving less than this share of the sample energy is exact: no penalty."""
@@ -99,6 +99,24 @@ class AliasGram:
         return out
 
 
+def design_moments(bins: np.ndarray, design: SubsampleDesign,
+                   columns: np.ndarray) -> tuple[AliasGram, np.ndarray, np.ndarray]:
+    """Normal equations of the design samples over the characters of ``columns`` (p, t).
+
+    ``bins``: (C, P, 2^b, K) untouched WHT bins of the samples. Returns the Gram matrix
+    ``X^T X`` (an :class:`AliasGram`), ``X^T y`` (p, K) and ``y^T y`` (K,), all exact.
+    """
+    n_groups, _, n_bins, n_out = bins.shape
+    signatures = design.signatures(columns)  # (p, P)
+    targets = design.bins(columns)  # (C, p)
+    xty = np.zeros((len(columns), n_out))
+    for c in range(n_groups):
+        xty += np.einsum("ap,apk->ak", signatures, bins[c][:, targets[c], :].transpose(1, 0, 2))
+    xty *= n_bins
+    yty = n_bins * (bins ** 2).sum(axis=(0, 1, 2))  # Parseval: sum of squared samples
+    return AliasGram(design, columns), xty, yty
+
+
 def ridge_refit(bins: np.ndarray, design: SubsampleDesign, columns: np.ndarray) -> RefitResult:
     """Ridge regression of the design samples on the characters of ``columns``.
 
@@ -113,16 +131,9 @@ def ridge_refit(bins: np.ndarray, design: SubsampleDesign, columns: np.ndarray) 
     ``NEGLIGIBLE`` times the largest; typically first-order columns of an exactly sparse
     function) are left out of the result; the constant is always kept.
     """
-    n_groups, n_shifts, n_bins, n_out = bins.shape
-    n_samples = n_groups * n_shifts * n_bins
-    signatures = design.signatures(columns)  # (p, P)
-    targets = design.bins(columns)  # (C, p)
-    xty = np.zeros((len(columns), n_out))
-    for c in range(n_groups):
-        xty += np.einsum("ap,apk->ak", signatures, bins[c][:, targets[c], :].transpose(1, 0, 2))
-    xty *= n_bins
-    yty = n_bins * (bins ** 2).sum(axis=(0, 1, 2))  # Parseval: sum of squared samples
-    gram = AliasGram(design, columns)
+    n_out = bins.shape[3]
+    n_samples = design.n_samples
+    gram, xty, yty = design_moments(bins, design, columns)
     first = gram.restricted(design.n + 1)
     jitter = 1e-12 * n_samples
     penalised = np.ones(len(columns))

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+from dataclasses import dataclass
+from math import comb
 
 import numpy as np
 
 from ..runtime import ValueFunction, evaluate, unique_masks
-from .fourier import FourierExplanation
+from ..runtime.masks import row_keys
+from . import proxy as tree_proxy
+from .budget import BudgetPlan, minimum_budget, plan_budget
+from .fourier import FourierExplanation, characters
 from .peeling import peel
-from .refit import refit_columns, ridge_refit
-from .sampler import MAX_B, MIN_B, SubsampleDesign, b_for_budget, min_budget, sample_count
+from .refit import design_moments, refit_columns, ridge_refit
+from .sampler import MAX_B, MIN_B, SubsampleDesign
+from .selection import Candidate, constrained_ridge, select
 from .transforms import fwht
 
-__all__ = ["SPEX"]
+__all__ = ["SPEX", "ProxySPEX"]
 
 DEFAULT_B = 8
+"""b of the older refits when neither a budget nor b is given."""
+DENSE_MAX_COLUMNS = 1000
+"""Largest dense low-order candidate (every set up to a degree) the validated refit tries."""
+PROXY_MAX_TERMS = 400
+"""Largest number of tree-proxy Fourier terms kept per output."""
+REFITS = ("validated", "ridge", None)
+SUPPORTS = ("auto", "peeling", "proxy")
 
 
 class SPEX:
@@ -23,7 +37,9 @@ class SPEX:
 
     Treats the model output under feature masking as a set function ``f: {0,1}^n -> R`` and
     recovers its important Walsh-Hadamard coefficients of degree <= ``max_order`` from
-    ``n_groups * P * 2^b`` structured masks (random linear subsampling plus BCH-coded shifts).
+    ``n_groups * P * 2^b`` structured masks (random linear subsampling plus BCH-coded shifts),
+    then chooses the surrogate on held-out masks (see :mod:`spex_plugins.core.budget` for how a
+    budget is spent and :mod:`spex_plugins.core.selection` for the choice).
 
     Parameters
     ----------
@@ -33,25 +49,39 @@ class SPEX:
         number of features n loses nothing (no frequency has more than n features), so it is
         lowered to n; ``metadata["max_order"]`` is the bound used and
         ``metadata["max_order_requested"]`` the one asked for.
-    n_groups : int
-        Number of independent subsampling groups C.
+    n_groups : int or None
+        Number of independent subsampling groups C. None: 3 or 2, whichever lets the budget
+        give more bins per group (see :mod:`spex_plugins.core.budget`); 3 for the older refits.
     b : int or None
-        log2 of the bins per group. None: the largest b the ``budget`` allows, or 8.
+        log2 of the bins per group. None: the largest b the budget allows.
     decoder : {"soft", "hard"}
         Hard BCH decoding of the parity signs, or soft (Chase) decoding that also tries flips
         of the least reliable parity bits.
-    refit : {"ridge", None}
-        "ridge": refit the recovered support plus the constant and all n first-order terms on
-        all samples (see :func:`spex_plugins.core.refit.ridge_refit`); None: raw peeled values.
+    refit : {"validated", "ridge", None}
+        "validated" (default): the whole budget is spent (design, uniform training masks and
+        held-out masks) and the surrogate is the candidate with the smallest held-out error
+        among the first-order fit, the peeled support, the tree-proxy support, their unions
+        and (small n) every set up to a degree, each over a ridge penalty path and every
+        prefix of its terms; its f(full) - f(empty) is the model's exactly (so Shapley values
+        are efficient: the model's f(empty) plus their sum is its f(full)), and
+        ``explanation.validation_r2`` is its held-out R^2. "ridge": the earlier refit of the
+        peeled support plus all first-order terms on the design samples only; None: raw
+        peeled values.
+    support : {"auto", "peeling", "proxy"}
+        Where the validated refit's interaction terms come from: BCH peeling and, when
+        LightGBM is installed (``pip install "spex-plugins[proxy]"``), a gradient-boosted tree
+        proxy whose Fourier spectrum is read exactly off its trees ("auto"; without LightGBM
+        the proxy is skipped and ``metadata["proxy"]`` says so); peeling only; or the proxy
+        only (uniform masks, no BCH design; LightGBM required).
     random_state : int, numpy Generator or None
-        Seeds the subsampling matrices; equal seeds give identical explanations.
+        Seeds every random choice; equal seeds give identical explanations.
     chase_depth : int or None
         Least reliable parity bits that Chase decoding flips (default 2 * max_order).
     """
 
-    def __init__(self, max_order: int = 5, n_groups: int = 3, b: int | None = None,
-                 decoder: str = "soft", refit: str | None = "ridge", random_state=None,
-                 chase_depth: int | None = None):
+    def __init__(self, max_order: int = 5, n_groups: int | None = None, b: int | None = None,
+                 decoder: str = "soft", refit: str | None = "validated", random_state=None,
+                 chase_depth: int | None = None, support: str = "auto"):
         self.max_order = max_order
         self.n_groups = n_groups
         self.b = b
@@ -59,6 +89,7 @@ class SPEX:
         self.refit = refit
         self.random_state = random_state
         self.chase_depth = chase_depth
+        self.support = support
 
     def _validate(self, n) -> int:
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
@@ -67,12 +98,19 @@ class SPEX:
         t = self.max_order
         if isinstance(t, bool) or not isinstance(t, int | np.integer) or t < 1:
             raise ValueError(f"max_order must be an integer >= 1, got {t!r}")
-        if not isinstance(self.n_groups, int | np.integer) or self.n_groups < 1:
+        if self.n_groups is not None and (not isinstance(self.n_groups, int | np.integer)
+                                          or self.n_groups < 1):
             raise ValueError(f"n_groups must be an integer >= 1, got {self.n_groups!r}")
         if self.decoder not in ("soft", "hard"):
             raise ValueError(f"decoder must be 'soft' or 'hard', got {self.decoder!r}")
-        if self.refit not in ("ridge", None):
-            raise ValueError(f"refit must be 'ridge' or None, got {self.refit!r}")
+        if self.refit not in REFITS:
+            raise ValueError(f"refit must be one of {REFITS}, got {self.refit!r}")
+        if self.support not in SUPPORTS:
+            raise ValueError(f"support must be one of {SUPPORTS}, got {self.support!r}")
+        if self.support != "auto" and self.refit != "validated":
+            raise ValueError(f"support={self.support!r} needs refit='validated'")
+        if self.support == "proxy" and not tree_proxy.proxy_available():
+            raise ImportError(tree_proxy.PROXY_MISSING)
         if self.b is not None and not MIN_B <= self.b <= MAX_B:
             raise ValueError(f"b must be in [{MIN_B}, {MAX_B}], got {self.b!r}")
         return n
@@ -82,25 +120,22 @@ class SPEX:
         return min(int(self.max_order), self._validate(n))
 
     def min_budget(self, n: int) -> int:
-        """The smallest budget :meth:`explain` accepts for ``n`` features."""
-        return min_budget(n, self.degree(n), self.n_groups)
+        """The smallest budget :meth:`explain` accepts for ``n`` features (see
+        :func:`spex_plugins.core.budget.minimum_budget`)."""
+        return minimum_budget(n, self.degree(n), self.n_groups, refit=self.refit)
 
-    def resolve_b(self, n: int, budget: int | None = None, budget_name: str = "budget") -> int:
-        """The b used for ``n`` features under ``budget`` (ValueError if it does not fit;
-        ``budget_name`` is the argument the error names, e.g. ``max_evals``)."""
-        t = self.degree(n)
-        if self.b is None:
-            if budget is None:
-                return DEFAULT_B
-            return b_for_budget(n, t, self.n_groups, int(budget), budget_name=budget_name)
-        if budget is not None:
-            need = sample_count(n, t, self.n_groups, self.b)
-            if need > budget:
-                raise ValueError(
-                    f"b={self.b} needs {need} model calls for n={n}, max_order={t}, above "
-                    f"{budget_name}={budget}; pass b=None to choose b from the budget"
-                )
-        return self.b
+    def plan(self, n: int, budget: int | None = None,
+             budget_name: str = "budget") -> BudgetPlan:
+        """How :meth:`explain` spends ``budget`` on ``n`` features (ValueError, stating the
+        minimum and naming ``budget_name``, when it is too small)."""
+        b = self.b
+        if self.support == "proxy":
+            b = None
+        plan = plan_budget(n, self.degree(n), self.n_groups, budget, refit=self.refit, b=b,
+                           default_b=DEFAULT_B, budget_name=budget_name)
+        if self.support == "proxy" and plan.b is not None:  # pragma: no cover - plan_budget
+            raise AssertionError("the proxy-only plan has no design")
+        return plan
 
     def explain(self, value_function: ValueFunction, n: int, budget: int | None = None, *,
                 batch_size: int | None = None, progress: bool = True,
@@ -108,88 +143,424 @@ class SPEX:
         """Explain ``value_function`` over ``n`` features.
 
         ``value_function(masks)`` receives bool masks (m, n), True = feature kept, and returns
-        (m,) or (m, k) outputs; all k outputs are explained from one set of masks. ``budget``
-        caps the design size (model calls); the minimum is stated in the error if it is too
-        small. Identical masks are sent once, through :func:`spex_plugins.runtime.evaluate`, in
-        batches of ``batch_size`` (default: the value function's own ``batch_size``, else
-        4096); a cached value function is evaluated through its cache. ``budget_name`` is the
-        name under which the caller received the budget (``max_evals``, ``n_samples``, ...),
-        used in error messages.
+        (m,) or (m, k) outputs; all k outputs are explained from one set of masks, each output
+        chosen on its own (explaining outputs together or alone gives the same result).
+        ``budget`` is the number of model calls (distinct masks; the minimum is stated in the
+        error if it is too small; None with an explicit ``b``: the design at ``b``). Masks go
+        through :func:`spex_plugins.runtime.evaluate` once each, in batches of ``batch_size``
+        (default: the value function's own ``batch_size``, else 4096); a cached value
+        function is evaluated through its cache. ``budget_name`` is the name under which the
+        caller received the budget (``max_evals``, ``n_samples``, ...), used in errors.
         """
         n = self._validate(n)
         t = self.degree(n)
-        b = self.resolve_b(n, budget, budget_name)
+        if budget is None and self.b is None and self.refit == "validated":
+            from .settings import default_budget
+
+            budget = default_budget(self, n)
+        plan = self.plan(n, budget, budget_name)
         began = time.perf_counter()
         rng = np.random.default_rng(self.random_state)
-        design = SubsampleDesign.create(n, t, self.n_groups, b, rng)
-        masks = design.masks()  # (C, P, 2^b, n)
-        distinct, inverse = unique_masks(masks.reshape(-1, n))
+        samples = _sample(plan, n, t, plan.n_groups, rng)
         sampled = time.perf_counter()
 
-        evaluation = evaluate(value_function, distinct, batch_size=batch_size, progress=progress,
-                              desc="SPEX model calls")
-        values, model_seconds, flat = evaluation.values, evaluation.seconds, evaluation.flat
-        evaluated = time.perf_counter()
+        evaluation = evaluate(value_function, samples.distinct, batch_size=batch_size,
+                              progress=progress, desc="SPEX model calls")
+        values = evaluation.values[samples.inverse]  # (rows, K)
 
-        n_outputs = values.shape[1]
-        samples = values[inverse].reshape(*masks.shape[:3], n_outputs)
-        bins = fwht(samples, axis=2)  # (C, P, 2^b, K)
-        transformed = time.perf_counter()
-
-        peeled = [peel(bins[..., k], design, self.decoder, self.chase_depth)
-                  for k in range(n_outputs)]
-        decoded = time.perf_counter()
-
-        if self.refit == "ridge":
-            columns = refit_columns(n, t, [p.support for p in peeled])
-            fit = ridge_refit(bins, design, columns)
-            locations, coefficients = fit.support, fit.coefficients
-            penalties = fit.penalty.tolist()
+        if plan.exhaustive:
+            fit = _exhaustive_fit(samples.masks, values)
+        elif self.refit == "validated":
+            fit = self._validated_fit(samples, values, n, t, rng)
         else:
-            locations, coefficients = _stack_outputs(peeled, t)
-            penalties = None
+            fit = self._design_fit(samples, values, n, t)
         finished = time.perf_counter()
 
         timings = {
             "sampling": sampled - began,
-            "model": model_seconds,
-            "transform": transformed - evaluated,
-            "decode": decoded - transformed,
-            "refit": finished - decoded,
-            "own": (finished - began) - model_seconds,
+            "model": evaluation.seconds,
+            "transform": fit.seconds.get("transform", 0.0),
+            "decode": fit.seconds.get("decode", 0.0),
+            "refit": fit.seconds.get("refit", 0.0),
+            "own": (finished - began) - evaluation.seconds,
             "total": finished - began,
         }
         metadata = {
             "method": "SPEX",
             "max_order": t,
             "max_order_requested": int(self.max_order),
-            "n_groups": self.n_groups,
-            "b": b,
+            "n_groups": plan.n_groups,
+            "b": plan.b,
             "decoder": self.decoder,
             "refit": self.refit,
-            "ridge_penalty": penalties,
-            "peeling_iterations": [p.n_iterations for p in peeled],
+            "support": self.support,
+            "exhaustive": plan.exhaustive,
+            "budget": plan.budget,
+            "n_design_masks": plan.n_design,
+            "n_uniform_masks": len(samples.masks) - samples.n_design,
+            "n_validation_masks": samples.n_validation,
             "random_state": self.random_state if isinstance(self.random_state, int) else None,
-            "scalar_output": flat,
+            "scalar_output": evaluation.flat,
+        } | fit.metadata
+        return FourierExplanation(n, fit.locations, fit.coefficients,
+                                  n_model_calls=len(samples.distinct),
+                                  n_samples=len(samples.masks), timings=timings,
+                                  metadata=metadata)
+
+    # --- the fits -----------------------------------------------------------------------
+    def _design_fit(self, samples: _Samples, values: np.ndarray, n: int, t: int) -> _Fit:
+        """The earlier estimators: peeling on the design, then the bin-domain ridge refit
+        (``refit="ridge"``) or the raw peeled values (None)."""
+        began = time.perf_counter()
+        design = samples.design
+        bins = fwht(values.reshape(*samples.design_shape, -1), axis=2)  # (C, P, 2^b, K)
+        transformed = time.perf_counter()
+        peeled = [peel(bins[..., k], design, self.decoder, self.chase_depth)
+                  for k in range(values.shape[1])]
+        decoded = time.perf_counter()
+        if self.refit == "ridge":
+            columns = refit_columns(n, t, [p.support for p in peeled])
+            result = ridge_refit(bins, design, columns)
+            locations, coefficients = result.support, result.coefficients
+            penalties = result.penalty.tolist()
+        else:
+            locations, coefficients = _stack_outputs([p.support for p in peeled],
+                                                     [p.values for p in peeled], t)
+            penalties = None
+        return _Fit(locations, coefficients,
+                    {"transform": transformed - began, "decode": decoded - transformed,
+                     "refit": time.perf_counter() - decoded},
+                    {"ridge_penalty": penalties,
+                     "peeling_iterations": [p.n_iterations for p in peeled]})
+
+    def _validated_fit(self, samples: _Samples, values: np.ndarray, n: int, t: int,
+                       rng: np.random.Generator) -> _Fit:
+        """Peeling and the tree proxy propose terms; held-out masks choose the surrogate."""
+        began = time.perf_counter()
+        n_out = values.shape[1]
+        n_design = samples.n_design
+        train = slice(0, len(samples.masks) - samples.n_validation)
+        held_out = slice(train.stop, None)
+        peeled = [None] * n_out
+        bins = None
+        if samples.design is not None:
+            bins = fwht(values[:n_design].reshape(*samples.design_shape, -1), axis=2)
+        transformed = time.perf_counter()
+        if bins is not None and self.support in ("auto", "peeling"):
+            peeled = [peel(bins[..., k], samples.design, self.decoder, self.chase_depth)
+                      for k in range(n_out)]
+        proxy_seed = int(rng.integers(2 ** 31))
+        proxied, proxy_note = [None] * n_out, "off"
+        if self.support in ("auto", "proxy"):
+            if train.stop < tree_proxy.MIN_ROWS:
+                proxy_note = f"skipped: fewer than {tree_proxy.MIN_ROWS} training masks"
+            elif tree_proxy.proxy_available():
+                proxied = [tree_proxy.fit_proxy(samples.masks[train], values[train, k],
+                                                max_degree=t, random_state=proxy_seed,
+                                                max_terms=PROXY_MAX_TERMS)
+                           for k in range(n_out)]
+                proxy_note = "lightgbm"
+            else:
+                proxy_note = "skipped: " + tree_proxy.PROXY_MISSING
+        decoded = time.perf_counter()
+
+        table, sources = _column_table(n, t, peeled, proxied, n_train=train.stop)
+        gram, xty = _normal_equations(samples, values[train], bins, table)
+        n_rows = samples.n_train_rows
+        validation = characters(samples.masks[held_out], table)
+        endpoints = characters(np.array([np.zeros(n, bool), np.ones(n, bool)]), table)
+        odd = (table >= 0).sum(axis=1) % 2 == 1
+        endpoint_values = values[samples.endpoint_rows]  # (2, K)
+        chosen_locations, chosen_coefficients, meta = [], [], _selection_metadata()
+        for k in range(n_out):
+            candidates = _candidates(sources, k)
+            choice = select(gram, xty[:, k], n_rows, validation, values[held_out, k],
+                            candidates)
+            cols = choice.columns
+            # the final fit uses every row, the held-out ones included
+            v = validation[:, cols]
+            full_gram = gram[np.ix_(cols, cols)] + v.T @ v
+            full_xty = xty[cols, k] + v.T @ values[held_out, k]
+            weights = np.full(len(cols), choice.penalty * (n_rows + len(v)))
+            weights[0] = 0.0
+            # f(full) - f(empty) exactly: Shapley values are efficient for the real model
+            gap = endpoint_values[0, k] - endpoint_values[1, k]
+            beta = constrained_ridge(full_gram, full_xty, weights,
+                                     (endpoints[0] - endpoints[1])[None, cols], np.array([gap]))
+            locations = table[cols]
+            if gap != 0.0 and not odd[cols].any():
+                # an even support cannot tell f(empty) from f(full): spread the gap evenly
+                # over the first-order terms
+                locations = np.vstack([locations, table[1:n + 1]])
+                beta = np.concatenate([beta, np.full(n, gap / (2 * n))])
+            chosen_locations.append(locations)
+            chosen_coefficients.append(beta)
+            meta["candidate"].append(choice.candidate)
+            meta["validation_r2"].append(choice.validation_r2)
+            meta["ridge_penalty"].append(choice.penalty)
+            meta["n_terms"].append(len(locations))
+        locations, coefficients = _stack_outputs(chosen_locations, chosen_coefficients,
+                                                 table.shape[1])
+        meta |= {
+            "proxy": proxy_note,
+            "peeling_iterations": [p.n_iterations if p is not None else 0 for p in peeled],
+            "n_candidate_terms": len(table),
         }
-        return FourierExplanation(n, locations, coefficients, n_model_calls=len(distinct),
-                                  n_samples=design.n_samples, timings=timings, metadata=metadata)
+        return _Fit(locations, coefficients,
+                    {"transform": transformed - began, "decode": decoded - transformed,
+                     "refit": time.perf_counter() - decoded}, meta)
 
     def __repr__(self) -> str:
-        return (f"SPEX(max_order={self.max_order}, n_groups={self.n_groups}, b={self.b}, "
-                f"decoder={self.decoder!r}, refit={self.refit!r}, "
-                f"random_state={self.random_state!r})")
+        return (f"{type(self).__name__}(max_order={self.max_order}, n_groups={self.n_groups}, "
+                f"b={self.b}, decoder={self.decoder!r}, refit={self.refit!r}, "
+                f"support={self.support!r}, random_state={self.random_state!r})")
 
 
-def _stack_outputs(peeled, t: int) -> tuple[np.ndarray, np.ndarray]:
+class ProxySPEX(SPEX):
+    """SPEX with the tree proxy as its only support (ProxySPEX-style; LightGBM required).
+
+    All masks are uniform random; one gradient-boosted tree fit with early stopping proposes
+    the terms (its Fourier spectrum read exactly off the trees) and the held-out masks choose
+    among them, the first-order fit and their union, as in :class:`SPEX`. Same result object.
+    """
+
+    def __init__(self, max_order: int = 5, random_state=None):
+        super().__init__(max_order=max_order, random_state=random_state, support="proxy")
+
+
+# --- sampling ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Samples:
+    """The run's masks, in row order: the design's C*P*2^b rows (duplicates kept), the uniform
+    training rows (the empty and the full mask first), then the ``n_validation`` held-out rows;
+    their distinct masks with ``masks == distinct[inverse]``; the rows of the two endpoints."""
+
+    masks: np.ndarray
+    distinct: np.ndarray
+    inverse: np.ndarray
+    design: SubsampleDesign | None
+    n_validation: int
+    endpoint_rows: np.ndarray
+
+    @property
+    def n_design(self) -> int:
+        return 0 if self.design is None else self.design.n_samples
+
+    @property
+    def design_shape(self) -> tuple[int, int, int]:
+        design = self.design
+        return design.n_groups, design.n_shifts, 1 << design.b
+
+    @property
+    def n_train_rows(self) -> int:
+        return len(self.masks) - self.n_validation
+
+
+def _sample(plan: BudgetPlan, n: int, t: int, n_groups: int,
+            rng: np.random.Generator) -> _Samples:
+    """Draw the masks of ``plan``: the design, then uniform masks distinct from it and from
+    each other (the empty and the full mask first), the held-out ones last."""
+    if plan.exhaustive:
+        codes = np.arange(1 << n, dtype=np.int64)
+        masks = ((codes[:, None] >> np.arange(n)) & 1).astype(bool)
+        return _Samples(masks, masks, np.arange(len(masks)), None, 0,
+                        np.array([0, len(masks) - 1]))
+    design = None
+    parts = []
+    if plan.b is not None:
+        design = SubsampleDesign.create(n, t, n_groups, plan.b, rng)
+        parts.append(design.masks().reshape(-1, n))
+    if plan.n_uniform == 0:  # the older refits: the design alone
+        masks = parts[0]
+        distinct, inverse = unique_masks(masks)
+        return _Samples(masks, distinct, inverse, design, 0, np.zeros(0, np.int64))
+    endpoints = np.array([np.zeros(n, bool), np.ones(n, bool)])
+    taken = np.vstack(parts + [endpoints])
+    distinct_taken = len(unique_masks(taken)[0])
+    fresh = _fresh_masks(n, plan.budget - distinct_taken, taken, rng)
+    n_validation = min(plan.n_validation, max(0, len(fresh) - 1))
+    masks = np.vstack(parts + [endpoints, fresh])
+    distinct, inverse = unique_masks(masks)
+    start = 0 if design is None else design.n_samples
+    return _Samples(masks, distinct, inverse, design, n_validation,
+                    np.array([start, start + 1]))
+
+
+def _fresh_masks(n: int, count: int, taken: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``count`` uniform random masks (Bernoulli(1/2) per feature), distinct from each other and
+    from ``taken``; fewer when fewer exist."""
+    if count <= 0:
+        return np.zeros((0, n), bool)
+    if n <= 24:
+        weights = 1 << np.arange(n, dtype=np.int64)
+        used = np.unique(taken.astype(np.int64) @ weights)
+        free = np.setdiff1d(np.arange(1 << n, dtype=np.int64), used, assume_unique=True)
+        codes = rng.choice(free, size=min(count, len(free)), replace=False)
+        return ((codes[:, None] >> np.arange(n)) & 1).astype(bool)
+    seen = set(row_keys(taken).tolist())
+    out = np.zeros((0, n), bool)
+    while len(out) < count:
+        draw = rng.random((count - len(out), n)) < 0.5
+        keys = row_keys(draw).tolist()
+        keep = []
+        for i, key in enumerate(keys):  # collisions are rare: this keeps the first of each
+            if key not in seen:
+                seen.add(key)
+                keep.append(i)
+        out = np.vstack([out, draw[keep]])
+    return out
+
+
+# --- fits --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Fit:
+    locations: np.ndarray
+    coefficients: np.ndarray
+    seconds: dict
+    metadata: dict
+
+
+def _exhaustive_fit(masks: np.ndarray, values: np.ndarray) -> _Fit:
+    """The exact transform of all 2^n masks (row l = the mask whose bit q is feature q)."""
+    began = time.perf_counter()
+    spectrum = fwht(values, axis=0)  # (2^n, K)
+    keep = np.flatnonzero((np.abs(spectrum) > 1e-12 * np.abs(spectrum).max(initial=0.0))
+                          .any(axis=1))
+    if not len(keep) or keep[0] != 0:
+        keep = np.concatenate([[0], keep])
+    bits = masks[keep]
+    width = max(1, int(bits.sum(axis=1).max()))
+    locations = np.full((len(keep), width), -1, np.int64)
+    rows, cols = np.nonzero(bits)
+    slot = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    locations[rows, slot] = cols
+    meta = {"candidate": ["exhaustive"] * values.shape[1],
+            "validation_r2": [1.0] * values.shape[1], "ridge_penalty": None}
+    return _Fit(locations, spectrum[keep], {"transform": time.perf_counter() - began}, meta)
+
+
+def _selection_metadata() -> dict:
+    return {"candidate": [], "validation_r2": [], "ridge_penalty": [], "n_terms": []}
+
+
+def _column_table(n: int, t: int, peeled, proxied, *, n_train: int):
+    """All candidate columns in one table, and each source's rows in it.
+
+    Returns ``table`` (p, t) (row 0 the constant, rows 1..n the first-order terms) and
+    ``sources``: {"dense": rows or None, "peeled": [rows per output], "proxy": [...]}.
+    """
+    base = np.full((n + 1, t), -1, np.int64)
+    base[1:, 0] = np.arange(n)
+    blocks = [base]
+    dense = _dense_columns(n, t, n_train)
+    if dense is not None:
+        blocks.append(dense)
+    found = [None if p is None else p.support for p in peeled]
+    found += [None if q is None else q.locations for q in proxied]
+    for rows in found:
+        blocks.append(np.zeros((0, t), np.int64) if rows is None or not len(rows)
+                      else _pad(rows, t))
+    stacked = np.vstack(blocks)
+    _, first, inverse = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(first, kind="stable")  # keep first appearances in block order
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+    table = stacked[np.sort(first)]
+    index = position[inverse]
+    offsets = np.cumsum([0] + [len(block) for block in blocks])
+    k_out = len(peeled)
+    dense_rows = None if dense is None else index[offsets[1]:offsets[2]]
+    start = 1 + (dense is not None)
+    rows = [index[offsets[start + i]:offsets[start + i + 1]] for i in range(2 * k_out)]
+    sources = {"n": n, "dense": dense_rows,
+               "peeled": [None if found[i] is None else r for i, r in enumerate(rows[:k_out])],
+               "proxy": [None if found[k_out + i] is None else r
+                         for i, r in enumerate(rows[k_out:])]}
+    return table, sources
+
+
+def _candidates(sources: dict, k: int) -> list[Candidate]:
+    """The candidates of output ``k`` (column indices into the table, the constant first)."""
+    n = sources["n"]
+    first = np.arange(n + 1)
+    peeled, proxied = sources["peeled"][k], sources["proxy"][k]
+    out = [Candidate("first-order", first)]
+    interactions = []
+    if peeled is not None:
+        out.append(Candidate("peeled", _join([0], peeled)))
+        out.append(Candidate("first-order+peeled", _join(first, peeled)))
+        interactions.append(peeled)
+    if proxied is not None:
+        out.append(Candidate("proxy", _join([0], proxied)))
+        interactions.append(proxied)
+    if len(interactions) == 2:
+        out.append(Candidate("first-order+peeled+proxy", _join(first, *interactions)))
+    elif proxied is not None:
+        out.append(Candidate("first-order+proxy", _join(first, proxied)))
+    if sources["dense"] is not None:
+        out.append(Candidate("dense", _join(first, sources["dense"])))
+    return out
+
+
+def _join(*parts) -> np.ndarray:
+    """Concatenate index arrays keeping the first occurrence of each, in order."""
+    joined = np.concatenate([np.asarray(p, np.int64) for p in parts])
+    _, first = np.unique(joined, return_index=True)
+    return joined[np.sort(first)]
+
+
+def _dense_columns(n: int, t: int, n_train: int) -> np.ndarray | None:
+    """Every set of 2..d features, for the largest d <= t whose count (with the constant and
+    the first-order terms) fits in ``DENSE_MAX_COLUMNS`` and in twice the training rows;
+    None when not even the pairs fit."""
+    limit = min(DENSE_MAX_COLUMNS, 2 * n_train)
+    count, d = 1 + n, 1
+    while d < min(t, n):
+        more = count + comb(n, d + 1)
+        if more > limit:
+            break
+        count, d = more, d + 1
+    if d < 2:
+        return None
+    rows = [np.array(list(itertools.combinations(range(n), size)), np.int64).reshape(-1, size)
+            for size in range(2, d + 1)]
+    return np.vstack([_pad(r, t) for r in rows])
+
+
+def _pad(rows: np.ndarray, width: int) -> np.ndarray:
+    rows = np.asarray(rows, np.int64)
+    if rows.shape[1] >= width:
+        return rows[:, :width]
+    return np.hstack([rows, np.full((len(rows), width - rows.shape[1]), -1, np.int64)])
+
+
+def _normal_equations(samples: _Samples, train_values: np.ndarray, bins: np.ndarray | None,
+                      table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``X^T X`` (p, p) and ``X^T y`` (p, K) of the training rows over the table's columns:
+    the design rows from their bins (exact, no sample matrix), the uniform rows explicitly
+    (their Gram in float32: sums of +-1 are exact integers there)."""
+    n_design = samples.n_design
+    uniform = samples.masks[n_design:samples.n_train_rows]
+    x = characters(uniform, table, dtype=np.float32)
+    gram = (x.T @ x).astype(np.float64)
+    xty = x.T.astype(np.float64) @ train_values[n_design:]
+    if bins is not None:
+        alias_gram, design_xty, _ = design_moments(bins, samples.design, table)
+        gram += alias_gram.dense()
+        xty += design_xty
+    return gram, xty
+
+
+def _stack_outputs(supports: list[np.ndarray], values: list[np.ndarray],
+                   t: int) -> tuple[np.ndarray, np.ndarray]:
     """Union of per-output supports with a (s, K) coefficient matrix (zeros where absent)."""
-    supports = [p.support for p in peeled]
+    supports = [_pad(s, t) if len(s) else np.zeros((0, t), np.int64) for s in supports]
     union = np.unique(np.vstack([np.full((1, t), -1, np.int64)] + supports), axis=0)
-    coefficients = np.zeros((len(union), len(peeled)))
-    for k, p in enumerate(peeled):
-        if len(p.support):
-            rows = _row_index(union, p.support)
-            coefficients[rows, k] = p.values
+    coefficients = np.zeros((len(union), len(supports)))
+    for k, (support, value) in enumerate(zip(supports, values, strict=True)):
+        if len(support):
+            np.add.at(coefficients[:, k], _row_index(union, support), value)
     return union, coefficients
 
 

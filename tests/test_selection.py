@@ -1,0 +1,145 @@
+"""The validated refit: held-out selection, endpoints, per-output independence, options."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from spex_plugins import SPEX
+from spex_plugins.core import proxy as tree_proxy
+from spex_plugins.core.fourier import characters
+from spex_plugins.core.selection import Candidate, constrained_ridge, select
+
+
+def linear_plus_hash_noise(n, seed=0, noise=1.0):
+    """A first-order function plus a deterministic pseudo-random function of the mask: the
+    noise part has no low-degree structure, so anything that fits it does not generalise."""
+    weights = np.random.default_rng(seed).normal(size=n)
+
+    def f(masks):
+        masks = np.asarray(masks, bool)
+        packed = np.packbits(masks, axis=1)
+        hashed = np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=4)
+                                          .digest(), "little") for row in packed])
+        return masks @ weights + noise * (hashed / 2 ** 32 - 0.5) * np.sqrt(12)
+
+    return f, weights
+
+
+def fresh(n, m=3000, seed=99):
+    return np.random.default_rng(seed).random((m, n)) < 0.5
+
+
+def test_select_prefers_the_candidate_that_generalises():
+    rng = np.random.default_rng(0)
+    n, rows, held = 20, 60, 400
+    locations = np.full((1 + n + 60, 2), -1)
+    locations[1:n + 1, 0] = np.arange(n)
+    pairs = np.array([(i, j) for i in range(n) for j in range(i + 1, n)])[:60]
+    locations[n + 1:] = pairs
+    weights = rng.normal(size=n)
+
+    def f(masks):
+        return masks @ weights + rng.normal(0, 1.0, len(masks))
+
+    train, val = rng.random((rows, n)) < 0.5, rng.random((held, n)) < 0.5
+    x = characters(train, locations)
+    big = Candidate("everything", np.arange(len(locations)))
+    small = Candidate("first-order", np.arange(n + 1))
+    choice = select(x.T @ x, x.T @ f(train), rows, characters(val, locations), f(val),
+                    [big, small])
+    # 81 columns on 60 rows fit the samples exactly; the held-out error says they don't carry
+    assert np.linalg.matrix_rank(x) == rows
+    assert len(choice.columns) <= n + 1
+    assert set(choice.columns.tolist()) <= set(range(n + 1))
+    assert 0.5 < choice.validation_r2 < 1.0
+
+
+def test_the_refit_does_not_keep_what_only_fits_the_samples():
+    n = 30
+    f, _ = linear_plus_hash_noise(n)
+    explanation = SPEX(max_order=3, random_state=0).explain(f, n, budget=800, progress=False)
+    test = fresh(n)
+    held_out_r2 = explanation.r2(test, f(test))
+    # the linear part carries ~ 1 - 1/(1 + var(linear)) of the variance
+    assert held_out_r2 > 0.8
+    assert abs(explanation.validation_r2 - held_out_r2) < 0.1
+    assert explanation.metadata["n_terms"][0] < 3 * n
+
+
+@pytest.mark.parametrize(("n", "budget"), [(12, 300), (40, 900), (300, 2000)])
+def test_the_endpoint_difference_is_reproduced_so_shapley_values_are_efficient(n, budget):
+    rng = np.random.default_rng(n)
+    w = rng.normal(size=n)
+
+    def dense(masks):  # not sparse: a smooth non-linear function of a linear score
+        return np.tanh(masks @ w / np.sqrt(n)) + 0.3 * (masks @ w / np.sqrt(n)) ** 2
+
+    explanation = SPEX(max_order=3, random_state=0).explain(dense, n, budget=budget,
+                                                           progress=False)
+    empty, full = np.zeros((1, n), bool), np.ones((1, n), bool)
+    gap = dense(full)[0] - dense(empty)[0]
+    assert explanation.full_value - explanation.empty_value == pytest.approx(gap, abs=1e-8)
+    assert explanation.shapley_values().sum() == pytest.approx(gap, abs=1e-8)
+
+
+def test_an_even_support_still_reproduces_the_endpoint_difference():
+    n = 50
+
+    def pairs_only(masks):  # f(empty) != f(full), nothing odd to carry the difference
+        return 2.0 * masks[:, 0] * masks[:, 1] + 0.5 * masks[:, 2]
+
+    explanation = SPEX(max_order=2, random_state=1).explain(pairs_only, n, budget=1200,
+                                                           progress=False)
+    assert explanation.full_value - explanation.empty_value == pytest.approx(2.5, abs=1e-8)
+
+
+def test_outputs_are_chosen_each_on_their_own():
+    n = 60
+    f, _ = linear_plus_hash_noise(n, seed=1, noise=0.3)
+    g, _ = linear_plus_hash_noise(n, seed=2, noise=3.0)
+
+    def both(masks):
+        return np.stack([f(masks), g(masks)], axis=1)
+
+    together = SPEX(max_order=3, random_state=4).explain(both, n, budget=1500, progress=False)
+    alone = SPEX(max_order=3, random_state=4).explain(f, n, budget=1500, progress=False)
+    first = together.output(0)
+    assert first.metadata["candidate"][0] == alone.metadata["candidate"][0]
+    test = fresh(n, 500)
+    np.testing.assert_allclose(first.predict(test), alone.predict(test), atol=1e-9)
+    np.testing.assert_allclose(first.shapley_values(), alone.shapley_values(), atol=1e-9)
+
+
+def test_same_seed_same_explanation_with_every_stage():
+    n = 80
+    f, _ = linear_plus_hash_noise(n, noise=0.5)
+    runs = [SPEX(random_state=3).explain(f, n, budget=2500, progress=False) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].locations, runs[1].locations)
+    np.testing.assert_array_equal(runs[0].coefficients, runs[1].coefficients)
+    assert runs[0].metadata["candidate"] == runs[1].metadata["candidate"]
+
+
+def test_constrained_ridge_meets_its_constraints():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6))
+    y = rng.normal(size=40)
+    a = np.vstack([np.ones(6), np.ones(6)])  # dependent rows: reduced, not singular
+    beta = constrained_ridge(x.T @ x, x.T @ y, np.full(6, 0.1), a, np.array([2.0, 2.0]))
+    assert a @ beta == pytest.approx([2.0, 2.0])
+
+
+def test_bad_options_are_clear_errors(monkeypatch):
+    ones = lambda m: np.ones(len(m))  # noqa: E731
+    with pytest.raises(ValueError, match="support must be one of"):
+        SPEX(support="trees").explain(ones, 10)
+    with pytest.raises(ValueError, match="support='peeling' needs refit='validated'"):
+        SPEX(support="peeling", refit="ridge").explain(ones, 10)
+    monkeypatch.setattr(tree_proxy, "proxy_available", lambda: False)
+    calls = []
+    with pytest.raises(ImportError, match=r"spex-plugins\[proxy\]"):
+        SPEX(support="proxy").explain(lambda m: calls.append(m) or np.ones(len(m)), 10)
+    assert not calls  # before any model call
+    # "auto" without LightGBM skips the proxy and says so
+    explanation = SPEX(random_state=0).explain(ones, 40, budget=500, progress=False)
+    assert explanation.metadata["proxy"].startswith("skipped")
