@@ -104,11 +104,12 @@ def test_shapley_and_banzhaf_equal_brute_force(sc):
 
 
 def test_non_linear_output_with_tensor_target_and_extra_args(sc):
-    """sin(a) has interactions of every order; with 6 players SPEX sees all 64 masks."""
+    """sin(a) has interactions of every order; with 6 players the default budget is all 64
+    masks: the exact transform."""
     x, z = example_inputs(batch=3, seed=1)
     mask = (torch.tensor([GROUPS_X]), torch.tensor([GROUPS_Z]))
     target = torch.tensor([1, 0, 1])
-    got = sc.Spex(sparse_model, max_order=6, b=8, random_state=1).attribute(
+    got = sc.Spex(sparse_model, random_state=1).attribute(
         (x, z), target=target, additional_forward_args=(0.5,), feature_mask=mask)
     zero_x, zero_z = torch.zeros_like(x), torch.zeros_like(z)
     for example, t in enumerate(target.tolist()):
@@ -124,7 +125,7 @@ def test_matches_captum_on_the_same_call(sc):
     call = dict(baselines=(torch.full((1, 5), 0.5), 0.0), target=[0, 1],
                 additional_forward_args=(2.0,), perturbations_per_eval=6,
                 feature_mask=(torch.tensor([GROUPS_X]), torch.tensor([GROUPS_Z])))
-    ours = sc.Spex(sparse_model, max_order=6, b=8, random_state=0).attribute((x, z), **call)
+    ours = sc.Spex(sparse_model, random_state=0).attribute((x, z), **call)
     exact = ShapleyValues(sparse_model).attribute((x, z), **call)
     with pytest.warns(UserWarning):  # Captum warns about one model per example
         kernel = KernelShap(sparse_model).attribute((x, z), n_samples=64, **call)
@@ -480,3 +481,24 @@ def test_default_budget_is_affordable_and_announced(sc, monkeypatch):
     explanations = spex.attribute_interactions(x, show_progress=True)
     calls = explanations[0].n_model_calls
     assert announced == [calls] and calls <= max(DEFAULT_BUDGET, spex.spex.min_budget(23))
+
+
+def test_an_example_is_explained_alike_alone_and_in_a_batch(sc):
+    """Issue 13.1: masks are shared across a batch, the choice of surrogate is per example."""
+    g = torch.Generator().manual_seed(11)
+    images = torch.rand(6, 1, 6, 6, generator=g, dtype=torch.float64)
+    weights = torch.randn(36, generator=g, dtype=torch.float64)
+
+    def dense(img):  # every pixel interacts through the tanh: selection and refit matter
+        flat = img.flatten(1)
+        return torch.tanh(flat @ weights / 3) + flat[:, 0] * flat[:, 7]
+
+    spex = sc.Spex(dense, random_state=0)
+    together = spex.attribute(images, n_samples=400)
+    for example in (0, 3):
+        alone = spex.attribute(images[example:example + 1], n_samples=400)
+        torch.testing.assert_close(together[example:example + 1], alone, atol=1e-9, rtol=0)
+    # and the attributions are efficient per example
+    full = dense(images)
+    empty = dense(torch.zeros_like(images))
+    torch.testing.assert_close(together.flatten(1).sum(1), full - empty, atol=1e-8, rtol=0)

@@ -50,12 +50,18 @@ def test_quick_demo_report_and_cached_rerun(tmp_path, monkeypatch, capsys):
     calls = int(rows[0]["model calls"])
     assert 0 < calls <= 2 ** len(first["features"])
     assert all(int(r["model calls"]) <= calls + 1 for r in rows[1:])
-    assert np.isfinite(first["r2"])
+    # quality floor (random tiny model, 60 held-out masks): SPEX 0.84, KernelShap < 0,
+    # RegressionFBII 0.89 when written; SPEX losing to the dense pairwise regression here is
+    # a known gap (issue 12), not asserted away
+    r2 = {r["method"].split(" (")[0]: float(r["held-out R^2"]) for r in rows}
+    assert first["r2"] == pytest.approx(r2["spex-plugins SPEX"], abs=1e-3)
+    assert r2["spex-plugins SPEX"] > 0.75
+    assert r2["spex-plugins SPEX"] > r2["Captum KernelShap"]
     assert any("not run" in note.lower() for note in first["notes"])
     sentences = first["sentences"]
     assert "<h2>Interactions between sentences</h2>" in html
     assert html.count('src="data:image/png;base64,') == 2  # words and sentences
-    assert len(sentences["features"]) == 6 and np.isfinite(sentences["r2"])
+    assert len(sentences["features"]) == 6 and sentences["r2"] > 0.9  # 64 masks: exact
     assert [r["method"].split(" (")[0] for r in sentences["rows"]] == [
         "spex-plugins SPEX", "shapiq RegressionFBII"]
     assert "=== sentences: n = 6 sentences" in printed

@@ -384,3 +384,34 @@ def test_one_progress_bar_for_the_whole_call(tabular, monkeypatch):
     background, x = tabular
     SpexExplainer(sparse_model, background, random_state=0)(x, max_evals=600, silent=False)
     assert bars == []  # SPEX's own bar is off per row; SHAP's row bar is the call's bar
+
+
+# --- additivity (issue 13.11): base_values + values.sum() == f(x) at every budget -------------
+def test_additivity_holds_at_every_budget_on_a_dense_model():
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=30)
+
+    def dense(z):  # every feature interacts with every other through the tanh
+        return np.tanh(z @ w / 4) + 0.3 * z[:, 0] * z[:, 1]
+
+    def two_outputs(z):
+        return np.stack([dense(z), np.sin(z[:, :10].sum(axis=1))], axis=1)
+
+    background, x = rng.normal(size=(20, 30)), rng.normal(size=(2, 30))
+    for model in (dense, two_outputs):
+        explainer = SpexExplainer(model, background, max_order=3, random_state=0)
+        for budget in (300, 1000, 3000):
+            got = explainer(x, max_evals=budget, silent=True)
+            total = got.base_values + got.values.sum(axis=1)
+            np.testing.assert_allclose(total, model(x), atol=1e-8, err_msg=f"{budget}")
+
+
+def test_additivity_holds_on_text(pipeline):
+    text = ("the plot was slow and the acting was not good but the music and the camera work "
+            "were lovely in every scene")
+    explainer = SpexExplainer(pipeline, max_order=3, random_state=0)
+    got = explainer([text], max_evals=400, batch_size=64, silent=True)
+    # not every mask (there are 2^24): the budget plus SHAP's all-masked call
+    assert got.spex[0].n_model_calls == 401
+    full = np.array([d["score"] for d in sorted(pipeline(text)[0], key=lambda d: d["label"])])
+    np.testing.assert_allclose(got.base_values[0] + got.values[0].sum(axis=0), full, atol=1e-6)

@@ -146,7 +146,7 @@ def test_the_whole_budget_is_spent(n, budget):
     meta = explanation.metadata
     # the design is the largest b that fits in DESIGN_SHARE of the budget, if any, with 3
     # groups or 2, whichever gives the larger b (3 on a tie)
-    fitting = {c: [b for b in range(3, 21) if c * n_shifts(n, 5) * 2 ** b <= 0.7 * budget]
+    fitting = {c: [b for b in range(3, 21) if c * n_shifts(n, 5) * 2 ** b <= 0.5 * budget]
                for c in (3, 2)}
     best = {c: max(bs) if bs else -1 for c, bs in fitting.items()}
     groups = 3 if best[3] >= best[2] else 2

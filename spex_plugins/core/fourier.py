@@ -111,9 +111,9 @@ class FourierExplanation:
     def output(self, k: int) -> FourierExplanation:
         """The explanation of output ``k`` alone."""
         meta = dict(self.metadata, scalar_output=True)
-        names = meta.get("output_names")
-        if names is not None:
-            meta["output_names"] = [names[k]]
+        for key in ("output_names", "model_empty_value", "model_full_value"):
+            if meta.get(key) is not None:
+                meta[key] = [meta[key][k]]
         return FourierExplanation(self.n, self.locations, self.coefficients[:, k],
                                   n_model_calls=self.n_model_calls, n_samples=self.n_samples,
                                   timings=self.timings, metadata=meta)
@@ -168,9 +168,29 @@ class FourierExplanation:
         """Mapping feature-index tuple -> Moebius (Harsanyi) coefficient a(S)."""
         return self._to_dict(*conversions.fourier_to_moebius(self.locations, self.coefficients))
 
-    def shapley_values(self) -> np.ndarray:
-        """Shapley values, (n,) or (n, K)."""
-        return self._out(conversions.shapley_values(self.locations, self.coefficients, self.n))
+    def shapley_values(self, efficient: bool = True) -> np.ndarray:
+        """Shapley values, (n,) or (n, K).
+
+        ``efficient=True`` (default) and a result that knows the model's own f(empty) and
+        f(full) (``metadata["model_empty_value"]`` / ``["model_full_value"]``, recorded by
+        :meth:`SPEX.explain`): the surrogate's values plus an equal share of the gap between
+        the model's f(full) - f(empty) and their sum, for every player
+        (``metadata["players"]``, default all n features), so the model's f(empty) plus their
+        sum is its f(full). An equal share is the least-squares projection onto efficient
+        attributions (as in constrained KernelSHAP); the surrogate itself is not bent towards
+        the two endpoints, which costs faithfulness wherever they are outliers (e.g. an empty
+        text). ``efficient=False``: the surrogate's own Shapley values.
+        """
+        values = conversions.shapley_values(self.locations, self.coefficients, self.n)
+        empty = self.metadata.get("model_empty_value")
+        full = self.metadata.get("model_full_value")
+        if efficient and empty is not None and full is not None:
+            players = np.asarray(self.metadata.get("players", range(self.n)), np.int64)
+            if len(players):
+                gap = np.asarray(full, np.float64) - np.asarray(empty, np.float64) \
+                    - values.sum(axis=0)
+                values[players] += gap / len(players)
+        return self._out(values)
 
     def banzhaf_values(self) -> np.ndarray:
         """Banzhaf values, (n,) or (n, K)."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
-__all__ = ["PENALTIES", "TOLERANCE", "Candidate", "Selection", "constrained_ridge", "select"]
+__all__ = ["PENALTIES", "TOLERANCE", "Candidate", "Selection", "ridge_solve", "select"]
 
 PENALTIES = (1e-9, 1e-3, 1e-2, 1e-1, 1.0)
 """Ridge penalties tried, in units of the number of training rows (a penalty of 1 shrinks an
@@ -96,24 +96,10 @@ def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarra
     return Selection(name, columns, penalty, float(r2))
 
 
-def constrained_ridge(gram: np.ndarray, xty: np.ndarray, weights: np.ndarray,
-                      constraints: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Minimise ``beta^T G beta - 2 beta^T r + sum(weights * beta^2)`` subject to
-    ``constraints @ beta == values``.
-
-    ``gram`` (p, p), ``xty`` (p,), ``weights`` (p,) penalties, ``constraints`` (q, p) and
-    ``values`` (q,). Linearly dependent constraint rows are reduced first (their values must
-    agree; the caller checks), so the saddle-point system is regular.
-    """
-    q, p = constraints.shape
-    basis, singular, vt = np.linalg.svd(constraints, full_matrices=False)
-    rank = int((singular > 1e-10 * max(singular.max(initial=0.0), 1.0)).sum())
-    a = vt[:rank] * singular[:rank, None]
-    c = basis[:, :rank].T @ values
-    system = np.zeros((p + rank, p + rank))
-    system[:p, :p] = gram + np.diag(weights + 1e-12 * max(1.0, float(np.diag(gram).max())))
-    system[:p, p:], system[p:, :p] = a.T, a
-    return np.linalg.solve(system, np.concatenate([xty, c]))[:p]
+def ridge_solve(gram: np.ndarray, xty: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Minimise ``beta^T G beta - 2 beta^T r + sum(weights * beta^2)``: ``gram`` (p, p),
+    ``xty`` (p,), ``weights`` (p,) per-column penalties."""
+    return _solve(gram, xty, weights, 1.0)
 
 
 def _cholesky(matrix: np.ndarray, diagonal: np.ndarray) -> np.ndarray | None:

@@ -17,7 +17,7 @@ from .fourier import FourierExplanation, characters
 from .peeling import peel
 from .refit import design_moments, refit_columns, ridge_refit
 from .sampler import MAX_B, MIN_B, SubsampleDesign
-from .selection import Candidate, constrained_ridge, select
+from .selection import Candidate, ridge_solve, select
 from .transforms import fwht
 
 __all__ = ["SPEX", "ProxySPEX"]
@@ -62,8 +62,8 @@ class SPEX:
         held-out masks) and the surrogate is the candidate with the smallest held-out error
         among the first-order fit, the peeled support, the tree-proxy support, their unions
         and (small n) every set up to a degree, each over a ridge penalty path and every
-        prefix of its terms; its f(full) - f(empty) is the model's exactly (so Shapley values
-        are efficient: the model's f(empty) plus their sum is its f(full)), and
+        prefix of its terms; the model's own f(empty) and f(full) are recorded so that
+        :meth:`FourierExplanation.shapley_values` are efficient for the model, and
         ``explanation.validation_r2`` is its held-out R^2. "ridge": the earlier refit of the
         peeled support plus all first-order terms on the design samples only; None: raw
         peeled values.
@@ -265,17 +265,18 @@ class SPEX:
         decoded = time.perf_counter()
 
         table, sources = _column_table(n, t, peeled, proxied, n_train=train.stop)
-        gram, xty = _normal_equations(samples, values[train], bins, table)
-        n_rows = samples.n_train_rows
+        # two sets of training rows: all of them, and the uniform ones alone (the design's
+        # masks are far from uniform, which biases a misspecified fit; held-out masks decide)
+        row_sets = _normal_equations(samples, values[train], bins, table)
         validation = characters(samples.masks[held_out], table)
-        endpoints = characters(np.array([np.zeros(n, bool), np.ones(n, bool)]), table)
-        odd = (table >= 0).sum(axis=1) % 2 == 1
         endpoint_values = values[samples.endpoint_rows]  # (2, K)
         chosen_locations, chosen_coefficients, meta = [], [], _selection_metadata()
         for k in range(n_out):
             candidates = _candidates(sources, k)
-            choice = select(gram, xty[:, k], n_rows, validation, values[held_out, k],
-                            candidates)
+            choices = [(select(gram, xty[:, k], n_rows, validation, values[held_out, k],
+                               candidates), gram, xty, n_rows, rows)
+                       for rows, (gram, xty, n_rows) in row_sets.items()]
+            choice, gram, xty, n_rows, rows = max(choices, key=lambda c: c[0].validation_r2)
             cols = choice.columns
             # the final fit uses every row, the held-out ones included
             v = validation[:, cols]
@@ -283,19 +284,12 @@ class SPEX:
             full_xty = xty[cols, k] + v.T @ values[held_out, k]
             weights = np.full(len(cols), choice.penalty * (n_rows + len(v)))
             weights[0] = 0.0
-            # f(full) - f(empty) exactly: Shapley values are efficient for the real model
-            gap = endpoint_values[0, k] - endpoint_values[1, k]
-            beta = constrained_ridge(full_gram, full_xty, weights,
-                                     (endpoints[0] - endpoints[1])[None, cols], np.array([gap]))
+            beta = ridge_solve(full_gram, full_xty, weights)
             locations = table[cols]
-            if gap != 0.0 and not odd[cols].any():
-                # an even support cannot tell f(empty) from f(full): spread the gap evenly
-                # over the first-order terms
-                locations = np.vstack([locations, table[1:n + 1]])
-                beta = np.concatenate([beta, np.full(n, gap / (2 * n))])
             chosen_locations.append(locations)
             chosen_coefficients.append(beta)
             meta["candidate"].append(choice.candidate)
+            meta["training_rows"].append(rows)
             meta["validation_r2"].append(choice.validation_r2)
             meta["ridge_penalty"].append(choice.penalty)
             meta["n_terms"].append(len(locations))
@@ -305,6 +299,9 @@ class SPEX:
             "proxy": proxy_note,
             "peeling_iterations": [p.n_iterations if p is not None else 0 for p in peeled],
             "n_candidate_terms": len(table),
+            # the model's own endpoints: Shapley values are made efficient with them
+            "model_empty_value": endpoint_values[0].tolist(),
+            "model_full_value": endpoint_values[1].tolist(),
         }
         return _Fit(locations, coefficients,
                     {"transform": transformed - began, "decode": decoded - transformed,
@@ -440,7 +437,8 @@ def _exhaustive_fit(masks: np.ndarray, values: np.ndarray) -> _Fit:
 
 
 def _selection_metadata() -> dict:
-    return {"candidate": [], "validation_r2": [], "ridge_penalty": [], "n_terms": []}
+    return {"candidate": [], "training_rows": [], "validation_r2": [], "ridge_penalty": [],
+            "n_terms": []}
 
 
 def _column_table(n: int, t: int, peeled, proxied, *, n_train: int):
@@ -536,20 +534,21 @@ def _pad(rows: np.ndarray, width: int) -> np.ndarray:
 
 
 def _normal_equations(samples: _Samples, train_values: np.ndarray, bins: np.ndarray | None,
-                      table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``X^T X`` (p, p) and ``X^T y`` (p, K) of the training rows over the table's columns:
-    the design rows from their bins (exact, no sample matrix), the uniform rows explicitly
-    (their Gram in float32: sums of +-1 are exact integers there)."""
+                      table: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """``X^T X`` (p, p), ``X^T y`` (p, K) and the row count of the training rows over the
+    table's columns, for the uniform rows alone ("uniform") and, with a design, for all rows
+    ("all"). The design rows come from their bins (exact, no sample matrix), the uniform rows
+    explicitly (their Gram in float32: sums of +-1 are exact integers there)."""
     n_design = samples.n_design
     uniform = samples.masks[n_design:samples.n_train_rows]
     x = characters(uniform, table, dtype=np.float32)
     gram = (x.T @ x).astype(np.float64)
     xty = x.T.astype(np.float64) @ train_values[n_design:]
+    sets = {"uniform": (gram, xty, len(uniform))}
     if bins is not None:
         alias_gram, design_xty, _ = design_moments(bins, samples.design, table)
-        gram += alias_gram.dense()
-        xty += design_xty
-    return gram, xty
+        sets["all"] = (gram + alias_gram.dense(), xty + design_xty, samples.n_train_rows)
+    return sets
 
 
 def _stack_outputs(supports: list[np.ndarray], values: list[np.ndarray],
