@@ -5,7 +5,8 @@ peeled support, the tree-proxy support, their unions and, for small n, every set
 degree. For one candidate and one ridge penalty a single Cholesky factor ``A = L L^T`` of the
 penalised normal equations gives the fit of *every prefix* of its columns at once: the prefix
 ``j`` solves ``L_j L_j^T beta = r_j`` with ``L_j`` the leading block of ``L``, so with
-``z = L^-1 r`` and ``W = X_val L^-T`` its held-out predictions are ``cumsum(W * z)[:, j - 1]``.
+``z = L^-1 r`` and ``W = X_val L^-T`` its held-out predictions are ``cumsum(W * z)[:, j - 1]``
+(``PREFIX_GRID`` of them are compared).
 Columns are ranked by the magnitude of their coefficient in the candidate's whole fit at a
 middle penalty, so the prefixes drop the weakest terms first: spurious terms of a noisy
 recovery do not survive, because the held-out error decides how many stay.
@@ -30,6 +31,11 @@ PENALTIES = (1e-9, 1e-3, 1e-2, 1e-1, 1.0)
 isolated character's coefficient by half)."""
 RANKING_PENALTY = 1e-2
 """Penalty of the fit whose coefficient magnitudes order a candidate's columns."""
+PREFIX_GRID = 24
+"""Prefix sizes tried per candidate and penalty: a geometric grid from 1 to all columns. Fewer
+choices than every prefix keep the held-out choice from overfitting the held-out masks
+(measured, R^2 on 1,000 fresh masks: VADER on 253 words at 500 / 1,000 calls 0.125 / 0.124 with
+every prefix, 0.138 / 0.179 with 24; within 0.003 on VADER-45, digits and breast cancer)."""
 TOLERANCE = 1e-3
 """A fit within this relative held-out error of the best, with fewer columns, is preferred."""
 
@@ -81,6 +87,8 @@ def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarra
             w = linalg.solve_triangular(factor, v.T, lower=True).T  # X_val L^-T
             residual = targets[:, None] - np.cumsum(w * z, axis=1)
             errors = (residual ** 2).sum(axis=0)  # (p,): one per prefix
+            grid = np.unique(np.geomspace(1, len(errors), PREFIX_GRID).round().astype(int))
+            errors = np.where(np.isin(np.arange(1, len(errors) + 1), grid), errors, np.inf)
             size = int(np.argmin(errors))
             trials.append((float(errors[size]), errors, cols[order], candidate.name, penalty))
     best = min(trial[0] for trial in trials)
