@@ -238,8 +238,8 @@ def test_bad_input_errors(sc):
         spex.attribute((x, z), target=0, feature_mask=(good[0].float(), good[1]))
     with pytest.raises(ValueError, match=">= 0"):
         spex.attribute((x, z), target=0, feature_mask=(good[0] - 1, good[1]))
-    # 6 players: first-order coefficients (7) plus 16 held-out masks
-    with pytest.raises(ValueError, match=r"^n_samples=20 is below the minimum SPEX budget of 23"):
+    # 6 players: 16 training plus 16 held-out masks
+    with pytest.raises(ValueError, match=r"^n_samples=20 is below the minimum SPEX budget of 32"):
         spex.attribute((x, z), target=0, feature_mask=good, n_samples=20)
     with pytest.raises(ValueError, match="baselines\\[0\\] of shape \\(4,\\)"):
         spex.attribute((x, z), target=0, baselines=(torch.zeros(4), 0.0))

@@ -223,8 +223,8 @@ def test_bad_input_gives_clear_errors(tabular, monkeypatch):
 
     background, x = tabular
     explainer = SpexExplainer(sparse_model, background, max_order=5)
-    # 8 features: first-order coefficients (9) plus 16 held-out masks
-    with pytest.raises(ValueError, match=r"^max_evals=20 is below the minimum SPEX budget of 25"):
+    # 8 features: 16 training plus 16 held-out masks
+    with pytest.raises(ValueError, match=r"^max_evals=20 is below the minimum SPEX budget of 32"):
         explainer(x[:1], max_evals=20, silent=True)
     with pytest.raises(ValueError, match="index must be one of"):
         explainer(x[:1], index="owen")

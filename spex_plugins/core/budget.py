@@ -38,6 +38,7 @@ __all__ = [
     "DESIGN_SHARE",
     "EXHAUSTIVE_MAX_N",
     "GROUP_CHOICES",
+    "MIN_TRAIN",
     "MIN_VALIDATION",
     "VALIDATION_SHARE",
     "BudgetPlan",
@@ -51,6 +52,8 @@ VALIDATION_SHARE = 0.15
 """Share of the budget held out (uniform masks) to choose the surrogate."""
 MIN_VALIDATION = 16
 """Fewest held-out masks."""
+MIN_TRAIN = 16
+"""Fewest training masks (the empty and the full mask among them)."""
 EXHAUSTIVE_MAX_N = 20
 """Largest n for which a budget of 2^n evaluates every mask (2^20 masks)."""
 MIN_DESIGN_B = 3
@@ -85,12 +88,14 @@ class BudgetPlan:
 def minimum_budget(n: int, t: int, n_groups: int | None, *, refit: str | None) -> int:
     """The smallest budget SPEX accepts for ``n`` features at degree bound ``t``.
 
-    Validated refit: ``min(2^n, n + 1 + MIN_VALIDATION)``: every mask when that is fewer,
-    else enough masks to fit the first-order model (n + 1 coefficients) and hold out
-    ``MIN_VALIDATION``. The older refits: the design at b = ``MIN_B``.
+    Validated refit: ``min(2^n, MIN_TRAIN + MIN_VALIDATION)``: every mask when that is fewer,
+    else ``MIN_TRAIN`` training masks (the ridge penalty handles fewer rows than features:
+    below n + 1 the held-out masks decide how much a first-order fit can carry, as a
+    first-order ridge or LASSO on the same calls would) and ``MIN_VALIDATION`` held out. The
+    older refits: the design at b = ``MIN_B``.
     """
     if refit == "validated":
-        floor = n + 1 + MIN_VALIDATION
+        floor = MIN_TRAIN + MIN_VALIDATION
         return min(1 << n, floor) if n <= EXHAUSTIVE_MAX_N else floor
     return sample_count(n, t, n_groups or DEFAULT_GROUPS, MIN_B)
 
@@ -120,7 +125,8 @@ def plan_budget(n: int, t: int, n_groups: int | None, budget: int | None, *,
     if budget is not None:
         budget = int(budget)
         if budget < minimum:
-            rule = (f"n + 1 + {MIN_VALIDATION} held-out masks" if refit == "validated" else
+            rule = (f"{MIN_TRAIN} training and {MIN_VALIDATION} held-out masks"
+                    if refit == "validated" else
                     f"{n_groups} groups x {n_shifts(n, t)} shifts x 2^{MIN_B} masks")
             raise ValueError(
                 f"{budget_name}={budget} is below the minimum SPEX budget of {minimum} model "
@@ -143,7 +149,7 @@ def plan_budget(n: int, t: int, n_groups: int | None, budget: int | None, *,
     if n <= EXHAUSTIVE_MAX_N and (1 << n) <= budget:
         return BudgetPlan(1 << n, n_groups, None, 0, 1 << n, 0, True)
     n_validation = min(max(MIN_VALIDATION, round(VALIDATION_SHARE * budget)),
-                       budget - n - 1)
+                       budget - MIN_TRAIN)
     room = budget - n_validation - 2  # the design never crowds out the endpoints
     if b is not None:
         size = sample_count(n, t, n_groups, b)
