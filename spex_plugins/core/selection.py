@@ -20,6 +20,7 @@ exact for the design rows (whose normal equations come from the bins; see
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import linalg
@@ -42,10 +43,16 @@ TOLERANCE = 1e-3
 
 @dataclass(frozen=True)
 class Candidate:
-    """A named set of columns: indices into the column table, the constant (0) first."""
+    """A named set of columns: indices into the column table, the constant (0) first.
+
+    ``ranking``: how the prefixes drop columns: "fit" by the magnitude of the candidate's
+    coefficients at ``RANKING_PENALTY``; "marginal" by the magnitude of each column's own
+    correlation with the targets (sure independence screening: more stable than a joint fit
+    when there are about as many columns as rows)."""
 
     name: str
     columns: np.ndarray
+    ranking: Literal["fit", "marginal"] = "fit"
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,10 @@ def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarra
         g, r, v = gram[np.ix_(cols, cols)], xty[cols], validation[:, cols]
         weights = np.ones(len(cols))
         weights[0] = 0.0  # the constant is not penalised
-        ranking = _solve(g, r, weights, RANKING_PENALTY * n_rows)
+        if candidate.ranking == "marginal":
+            ranking = r / np.sqrt(np.maximum(np.diag(g), 1e-300))
+        else:
+            ranking = _solve(g, r, weights, RANKING_PENALTY * n_rows)
         order = np.concatenate([[0], 1 + np.argsort(-np.abs(ranking[1:]), kind="stable")])
         g, r, v = g[np.ix_(order, order)], r[order], v[:, order]
         for penalty in PENALTIES:

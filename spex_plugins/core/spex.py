@@ -483,7 +483,7 @@ def _candidates(sources: dict, k: int) -> list[Candidate]:
     n = sources["n"]
     first = np.arange(n + 1)
     peeled, proxied = sources["peeled"][k], sources["proxy"][k]
-    out = [Candidate("first-order", first)]
+    out = [Candidate("first-order", first), Candidate("first-order screened", first, "marginal")]
     interactions = []
     if peeled is not None:
         out.append(Candidate("peeled", _join([0], peeled)))
