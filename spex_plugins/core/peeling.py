@@ -34,6 +34,13 @@ on the demo's 153-word game (0.637 -> 0.633), on sparse functions with Gaussian 
 """
 NOISELESS = 1e-20
 """Estimated noise below this fraction of the signal energy means exact samples."""
+EXACT_FITS = 2
+"""Bins fitting a single frequency to round-off that prove the samples exact.
+
+A bin with noise never fits one frequency to within NOISELESS of its energy, and a multiton
+never does either (two frequencies of degree <= t differ in some parity bit), so a couple of
+such fits show the samples carry no noise, however many of the other bins are multitons.
+"""
 
 
 @dataclass(frozen=True)
@@ -162,10 +169,17 @@ def _noise_variance(bins: np.ndarray, design: SubsampleDesign,
         return words, consistent[rows], rho[rows], signatures[rows]
 
     ok = decoded.ok & consistent & (rho ** 2 > 0.0)
+    energy = (y[ok] ** 2).sum(axis=1)
+    residual = ((y[ok] - rho[ok, None] * signatures[ok]) ** 2).sum(axis=1)
+    # exact fits of bins that are no round-off zerotons: the samples are exact (see EXACT_FITS)
+    signal = float((y ** 2).mean(axis=1).sum() / n_groups)
+    exact = (residual <= NOISELESS * energy) & (energy > ZERO_TOLERANCE * signal * y.shape[1])
+    if exact.sum() >= EXACT_FITS:
+        return 0.0, lookup
     if ok.sum() < 5:
         return None, lookup
     dof = y.shape[1] - 1
-    left = ((y[ok] - rho[ok, None] * signatures[ok]) ** 2).sum(axis=1) / dof
+    left = residual / dof
     lower_quartile_ratio = max(0.25, 1 - 0.674 * np.sqrt(2 / dof))
     return float(np.quantile(left, 0.25)) / lower_quartile_ratio, lookup
 
