@@ -35,11 +35,13 @@ on the demo's 153-word game (0.637 -> 0.633), on sparse functions with Gaussian 
 NOISELESS = 1e-20
 """Estimated noise below this fraction of the signal energy means exact samples."""
 EXACT_FITS = 2
-"""Bins fitting a single frequency to round-off that prove the samples exact.
+"""Bins explained to round-off that prove the samples exact: zerotons (mean energy at most
+NOISELESS times the signal energy) and bins that fit one frequency to within NOISELESS of their
+energy.
 
-A bin with noise never fits one frequency to within NOISELESS of its energy, and a multiton
-never does either (two frequencies of degree <= t differ in some parity bit), so a couple of
-such fits show the samples carry no noise, however many of the other bins are multitons.
+Noise puts energy into every bin, so no noisy bin is either; nor is a multiton the second (two
+frequencies of degree <= t differ in some parity bit). A couple of them thus show the samples
+are exact, however many of the other bins are multitons.
 """
 
 
@@ -148,13 +150,17 @@ def _noise_variance(bins: np.ndarray, design: SubsampleDesign,
     Some bins that verify are multitons dominated by one term (their residual is the other
     terms, not noise), so the estimate uses the lower quartile of the residual variances,
     divided by the lower-quartile-to-mean ratio of a chi-square with P - 1 degrees of freedom
-    (normal approximation); None when fewer than 5 bins verify as singletons. Also returns a
+    (normal approximation); 0 when EXACT_FITS bins are explained to round-off, whatever the
+    other bins hold; None when fewer than 5 bins verify as singletons. Also returns a
     lookup ``(group, j) -> (DecodedWords, consistent, rho, signatures)`` of these hard decodes
     and their singleton fits (see :func:`_fit`), which the first peeling iteration reuses
     instead of decoding and fitting the same bins again.
     """
     n_groups, _, n_bins = bins.shape
-    group, j = np.nonzero((bins ** 2).sum(axis=1) > 0)
+    mean_energy = (bins ** 2).mean(axis=1)
+    signal = float(mean_energy.sum(axis=1).mean())
+    zerotons = mean_energy <= NOISELESS * signal
+    group, j = np.nonzero(mean_energy > 0)
     y = bins[group, :, j]
     y0 = np.where(y[:, 0] != 0, y[:, 0], np.finfo(float).tiny)
     decoded = design.code.decode(y[:, 1:] / y0[:, None] < 0)
@@ -169,13 +175,10 @@ def _noise_variance(bins: np.ndarray, design: SubsampleDesign,
         return words, consistent[rows], rho[rows], signatures[rows]
 
     ok = decoded.ok & consistent & (rho ** 2 > 0.0)
-    energy = (y[ok] ** 2).sum(axis=1)
     residual = ((y[ok] - rho[ok, None] * signatures[ok]) ** 2).sum(axis=1)
-    # exact fits of bins that are no round-off zerotons: the samples are exact (see EXACT_FITS)
-    signal = float((y ** 2).mean(axis=1).sum() / n_groups)
-    exact = (residual <= NOISELESS * energy) & (energy > ZERO_TOLERANCE * signal * y.shape[1])
-    if exact.sum() >= EXACT_FITS:
-        return 0.0, lookup
+    exact_fits = (residual <= NOISELESS * (y[ok] ** 2).sum(axis=1)) & ~zerotons[group, j][ok]
+    if zerotons.sum() + exact_fits.sum() >= EXACT_FITS:
+        return 0.0, lookup  # the samples are exact (see EXACT_FITS)
     if ok.sum() < 5:
         return None, lookup
     dof = y.shape[1] - 1
