@@ -20,6 +20,10 @@ ZERO_TOLERANCE = 1e-24
 SIGNIFICANCE = 3.0
 """Noise multiple (in standard deviations) a bin or a singleton value must exceed."""
 STALL_ITERATIONS = 15
+"""Iterations without progress (a new frequency, or the residual energy halved) before peeling
+stops. Refining the values of known frequencies is progress while it still halves the residual:
+two frequencies that share a bin in every group are only told apart by their shift signatures,
+and alternating peels of the two converge geometrically, at a rate set by their correlation."""
 NOISE_FLOOR_FRACTION = 0.25
 """Share of the estimated noise variance the zeroton and value floors are set against.
 
@@ -74,7 +78,8 @@ def peel(
     it hashes to the bin and its projection explains more than 1 - RESIDUAL_CUTOFF of the bin
     energy. Values of the same frequency found in
     several groups are averaged, then peeled from its bin in every group. Stops when no bin is
-    flagged, nothing verifies, or no new frequency appeared for STALL_ITERATIONS iterations.
+    flagged, nothing verifies, or for STALL_ITERATIONS iterations no new frequency appeared and
+    the residual energy did not halve.
     """
     if decoder not in ("soft", "hard"):
         raise ValueError(f"decoder must be 'soft' or 'hard', got {decoder!r}")
@@ -102,6 +107,7 @@ def peel(
     found_support, found_values = [], []
     known = np.zeros((0, t), np.int64)
     stall = 0
+    settled = float((residual ** 2).sum())  # residual energy at the last progress
     iterations = 0
     while iterations < max_iterations:
         iterations += 1
@@ -131,7 +137,11 @@ def peel(
         before = len(known)
         known = np.vstack([known, keys])
         known = known[unique_rows(known)[0]]
-        stall = 0 if len(known) > before else stall + 1
+        left = float((residual ** 2).sum())
+        if len(known) > before or left < 0.5 * settled:
+            stall, settled = 0, left
+        else:
+            stall += 1
         if stall >= STALL_ITERATIONS:
             break
     if not found_support:
