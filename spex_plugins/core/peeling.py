@@ -69,33 +69,40 @@ def peel(
     """Recover a sparse Fourier spectrum from the transformed bins of one output.
 
     ``bins``: (C, P, 2^b) normalised WHT of the design samples. Each iteration decodes every
-    flagged non-zero bin at once (hard BCH decoding; with ``decoder="soft"`` bins whose hard
-    decode fails or does not verify get Chase decoding over the ``chase_depth`` (default 2t)
-    least reliable parity bits, ``n_patterns`` (default depth(depth+1)/2) cheapest flip
-    patterns, choosing among the candidates that hash to the bin the one closest to the soft
-    evidence; when the estimated noise is zero, i.e. the samples are exact, hard decoding is
-    exact for every singleton and Chase decoding is skipped). A candidate is a singleton when
-    it hashes to the bin and its projection explains more than 1 - RESIDUAL_CUTOFF of the bin
-    energy. Values of the same frequency found in
-    several groups are averaged, then peeled from its bin in every group. Stops when no bin is
-    flagged, nothing verifies, or for STALL_ITERATIONS iterations no new frequency appeared and
-    the residual energy did not halve.
+    flagged non-zero bin at once: hard BCH decoding, and with ``decoder="soft"`` Chase decoding
+    of the bins whose hard decode fails or does not verify, over the ``chase_depth`` least
+    reliable parity bits with the ``n_patterns`` cheapest flip patterns (at most
+    :data:`~spex_plugins.core.bch.MAX_CHASE_PATTERNS`), choosing among the candidates that hash
+    to the bin the one closest to the soft evidence. Defaults: depth 2t and depth(depth+1)/2
+    patterns; on exact samples (zero estimated noise) depth t and all 2^t patterns (see the
+    comment in the code). A candidate is a singleton when it hashes to the bin and its projection
+    explains more than 1 - RESIDUAL_CUTOFF of the bin energy. Values of the same frequency found
+    in several groups are averaged, then peeled from its bin in every group. Stops when no bin
+    is flagged, nothing verifies, or for STALL_ITERATIONS iterations no new frequency appeared
+    and the residual energy did not halve.
     """
     if decoder not in ("soft", "hard"):
         raise ValueError(f"decoder must be 'soft' or 'hard', got {decoder!r}")
     code = design.code
     t = code.t
-    depth = 2 * t if chase_depth is None else int(chase_depth)
-    patterns = depth * (depth + 1) // 2 if n_patterns is None else int(n_patterns)
     residual = np.array(bins, dtype=np.float64, copy=True)
     n_groups, n_shifts, n_bins = residual.shape
     signal_energy = float((residual ** 2).mean(axis=1).sum(axis=1).mean())
     codes = design.bin_codes()
     noise, first_fit = _noise_variance(residual, design, codes)
-    if noise is not None and noise <= NOISELESS * signal_energy:
-        # exact samples: every singleton's parity evidence is error-free, so hard decoding is
-        # exact and Chase candidates could only come from multitons
-        decoder = "hard"
+    # Exact samples: hard decoding finds every singleton, so Chase serves only multitons, ones
+    # whose largest term dominates or sets that only share bins with each other (stopping
+    # sets), and a wider search pays. Sums of unanimity games (n = 14, 30 games of degree <= 4,
+    # budget 4000, 32 bins per group, seeds 0-599, max_order 4 and 5) were exact in 1172 of
+    # 1200 runs without Chase, 1191 with depth t and t(t+1)/2 patterns, 1193 with all 2^t and
+    # 1196 with all 2^(t+2), at 1, 4, 6.5 and 25 times the decode time without Chase on an
+    # exact n = 1000 function with 2000 terms (b = 10).
+    exact = noise is not None and noise <= NOISELESS * signal_energy
+    depth = (t if exact else 2 * t) if chase_depth is None else int(chase_depth)
+    if n_patterns is not None:
+        patterns = int(n_patterns)
+    else:  # chase_plan caps both at MAX_CHASE_PATTERNS
+        patterns = 2 ** depth if exact and chase_depth is None else depth * (depth + 1) // 2
     # the singleton-residual estimate also counts small terms aliased into those bins, which
     # are signal: the floors are set against a fraction of it (see NOISE_FLOOR_FRACTION)
     noise = NOISE_FLOOR_FRACTION * (noise or 0.0)
