@@ -120,3 +120,37 @@ def test_every_single_error_position_is_located(n, t):
     assert (decoded.support[:n, 1:] == -1).all() and not decoded.parity_errors[:n].any()
     assert (decoded.support[n:] == -1).all()
     np.testing.assert_array_equal(decoded.parity_errors[n:], parity_words)
+
+
+def test_cheapest_flip_patterns_equal_a_full_listing():
+    from spex_plugins.core.bch import _cheapest_patterns
+
+    rng = np.random.default_rng(3)
+    for depth, keep in [(3, 8), (5, 10), (10, 55), (12, 78), (8, 256)]:
+        costs = rng.random((40, depth))
+        costs[:15] = np.round(3 * costs[:15])  # ties: broken by the smaller bit mask
+        subsets = (np.arange(1 << depth)[:, None] >> np.arange(depth)) & 1
+        listing = np.argsort(costs @ subsets.T, axis=1, kind="stable")[:, :keep]
+        np.testing.assert_array_equal(_cheapest_patterns(costs, keep), listing)
+
+
+def test_chase_plan_bounds_patterns_and_depth():
+    from spex_plugins.core.bch import MAX_CHASE_PATTERNS, chase_plan
+
+    assert chase_plan(27, 10, 55) == (10, 55)  # degree 5 defaults are kept
+    assert chase_plan(77, 24, 300) == (24, MAX_CHASE_PATTERNS)  # n = t = 12
+    assert chase_plan(5, 10, 55) == (5, 32)  # no more positions than parity bits
+    assert chase_plan(100, 40, 10) == (9, 10)  # positions past the 9th never enter 10 patterns
+    assert chase_plan(100, 1000, 10 ** 9) == (63, MAX_CHASE_PATTERNS)
+
+
+def test_chase_work_per_word_is_bounded_at_any_depth():
+    from spex_plugins.core.bch import MAX_CHASE_PATTERNS
+
+    code = bch_code(12, 12)  # 77 parity bits
+    rng = np.random.default_rng(5)
+    soft = rng.normal(size=(30, code.n_parity))
+    patterns, decoded = code.n_chase_patterns, code.n_decoded
+    code.chase(soft, depth=24, n_patterns=300)  # listing all 2^24 patterns took minutes
+    assert code.n_chase_patterns - patterns == 30 * MAX_CHASE_PATTERNS
+    assert code.n_decoded - decoded <= 30 * MAX_CHASE_PATTERNS

@@ -31,10 +31,36 @@ import numpy as np
 
 from ..runtime.masks import unique_rows
 
-__all__ = ["BCHCode", "DecodedWords", "bch_code", "code_parameters"]
+__all__ = ["MAX_CHASE_PATTERNS", "BCHCode", "DecodedWords", "bch_code", "chase_plan",
+           "code_parameters"]
 
 _MAX_M = 20
 _CHUNK_ELEMENTS = 1 << 22  # words x positions evaluated at once in the root search
+
+MAX_CHASE_PATTERNS = 256
+"""Most flip patterns Chase decoding tries per received word (the default asks for
+depth(depth+1)/2: 55 at degree 5, 210 at degree 10, 300 at degree 12)."""
+_MAX_CHASE_DEPTH = 63  # flip patterns are int64 bit masks over the least reliable positions
+
+
+def chase_plan(n_parity: int, depth: int, n_patterns: int) -> tuple[int, int]:
+    """``(depth, patterns)`` that :meth:`BCHCode.chase` uses for a request.
+
+    ``patterns`` is ``n_patterns`` capped at MAX_CHASE_PATTERNS and at the 2^depth patterns
+    there are. ``depth`` is capped at the ``n_parity`` positions there are and at
+    ``patterns - 1``, which loses nothing: a pattern that flips the i-th least reliable
+    position costs at least as much as the empty pattern and as each of the i single flips of
+    the less reliable positions, so it ranks i + 1 or later (ties go to the smaller bit mask).
+    It is also capped at 63 (the patterns are int64 bit masks), which matters only for depths
+    above 63 with more than 64 patterns. A word then costs ``patterns`` hard decodes and
+    choosing them about ``depth * 2 * patterns`` comparisons, however large the requested
+    depth (listing all 2^depth patterns took minutes at depth 24).
+    """
+    if depth < 0 or n_patterns < 1:
+        raise ValueError(f"need depth >= 0 and n_patterns >= 1, got {depth}, {n_patterns}")
+    depth = min(int(depth), int(n_parity), _MAX_CHASE_DEPTH)
+    patterns = min(int(n_patterns), MAX_CHASE_PATTERNS, 1 << depth)
+    return min(depth, patterns - 1), patterns
 
 
 def _cyclotomic_coset(j: int, m: int, q: int) -> list[int]:
@@ -131,6 +157,10 @@ class BCHCode:
     Attributes: ``n``, ``t``, ``m``, ``nc``, ``kc``, ``n_parity`` (r = nc - kc),
     ``generator_poly`` (int, bit d = coefficient of x^d) and ``parity_matrix`` H_p,
     (r, n) uint8, so that the parity bits of a message k are ``H_p k mod 2``.
+
+    Work counters (cumulative; the codes are cached and shared, so read differences):
+    ``n_decoded``, distinct words hard-decoded, and ``n_chase_patterns``, flip patterns Chase
+    decoding tried.
     """
 
     def __init__(self, n: int, t: int):
@@ -151,6 +181,8 @@ class BCHCode:
         self._position_of_log = np.full(2 * self._q + 1, -1, np.int64)
         self._position_of_log[self._message_log_locators()] = np.arange(self.n)
         self._position_of_log[self._parity_log_locators()] = self.n + np.arange(self.n_parity)
+        self.n_decoded = 0
+        self.n_chase_patterns = 0
 
     # --- construction -----------------------------------------------------------------
     def _poly_mul_field(self, a: list[int], b: list[int]) -> list[int]:
@@ -279,6 +311,7 @@ class BCHCode:
         if len(bits) == 0:
             return _empty(self.t, self.n_parity)
         first, inverse = unique_rows(np.packbits(bits, axis=1))
+        self.n_decoded += len(first)
         unique = self._decode_unique(bits[first])
         return DecodedWords(*(a[inverse] for a in (unique.support, unique.parity_errors,
                                                    unique.n_errors, unique.ok)))
@@ -325,23 +358,38 @@ class BCHCode:
 
         ``reliabilities``: (W, r) real soft parity evidence, negative = bit 1. Flip patterns over
         the ``depth`` least reliable positions, the ``n_patterns`` cheapest by summed |r| (the
-        empty pattern first), are hard-decoded. Returns ``(word, candidates, cost)`` for the
-        successful decodes: ``word`` (Q,) index of the received word, ``candidates`` a
-        :class:`DecodedWords` of length Q, ``cost`` (Q,) = sum of |r| over parity bits where
-        the decoded codeword disagrees with the hard decisions (the analog distance).
+        empty pattern first, ties to the smaller bit mask), are hard-decoded. ``depth`` and
+        ``n_patterns`` are first bounded by :func:`chase_plan` (at most MAX_CHASE_PATTERNS
+        patterns), and the cheapest patterns are found without listing all 2^depth of them, so
+        a word costs at most MAX_CHASE_PATTERNS hard decodes at any depth. Returns ``(word,
+        candidates, cost)`` for the successful decodes: ``word`` (Q,) index of the received
+        word, ``candidates`` a :class:`DecodedWords` of length Q, ``cost`` (Q,) = sum of |r|
+        over parity bits where the decoded codeword disagrees with the hard decisions (the
+        analog distance). ``n_chase_patterns`` counts the patterns tried.
         """
         rel = np.asarray(reliabilities, dtype=float).reshape(-1, self.n_parity)
         w, r = rel.shape
-        depth = min(depth, r)
+        depth, keep = chase_plan(r, depth, n_patterns)
+        self.n_chase_patterns += w * keep
+        chunk = max(1, _CHUNK_ELEMENTS // (keep * r))
+        parts = [self._chase_chunk(rel[start:start + chunk], depth, keep)
+                 for start in range(0, w, chunk)]
+        if not parts:
+            return np.zeros(0, np.int64), _empty(self.t, r), np.zeros(0)
+        word = np.concatenate([p[0] + start for p, start in zip(parts, range(0, w, chunk),
+                                                                  strict=True)])
+        cand = DecodedWords(*(np.concatenate([getattr(p[1], f) for p in parts])
+                              for f in ("support", "parity_errors", "n_errors", "ok")))
+        return word, cand, np.concatenate([p[2] for p in parts])
+
+    def _chase_chunk(self, rel: np.ndarray, depth: int, keep: int):
+        w, r = rel.shape
         hard = rel < 0
         mag = np.abs(rel)
         weakest = np.argsort(mag, axis=1, kind="stable")[:, :depth]  # (W, depth)
-        subsets = _subset_bits(depth)  # (2^depth, depth)
-        costs = mag[np.arange(w)[:, None], weakest] @ subsets.T  # (W, 2^depth)
-        keep = min(n_patterns, len(subsets))
-        cheapest = np.argsort(costs, axis=1, kind="stable")[:, :keep]  # (W, keep)
+        masks = _cheapest_patterns(np.take_along_axis(mag, weakest, axis=1), keep)  # (W, keep)
         flips = np.zeros((w, keep, r), bool)
-        chosen = subsets[cheapest].astype(bool)  # (W, keep, depth)
+        chosen = (masks[:, :, None] >> np.arange(depth)) & 1  # (W, keep, depth)
         wi, pi, di = np.nonzero(chosen)
         flips[wi, pi, weakest[wi, di]] = True
         words = hard[:, None, :] ^ flips
@@ -355,6 +403,28 @@ class BCHCode:
         return word[ok], cand, cost[ok]
 
 
+def _cheapest_patterns(costs: np.ndarray, keep: int) -> np.ndarray:
+    """The ``keep`` cheapest subsets of the columns of ``costs`` (W, d), costs >= 0.
+
+    Returns int64 bit masks (W, keep) ordered by (summed cost, mask), the order a full listing
+    of all 2^d subsets sorted stably by cost gives. Built one column at a time: the cheapest
+    subsets of the first q + 1 columns are among the cheapest ``keep`` of the first q, with
+    and without column q, so each step merges 2 * keep candidates.
+    """
+    w, d = costs.shape
+    sums = np.zeros((w, 1))
+    masks = np.zeros((w, 1), np.int64)
+    for q in range(d):
+        sums = np.concatenate([sums, sums + costs[:, q:q + 1]], axis=1)
+        masks = np.concatenate([masks, masks | (1 << q)], axis=1)
+        if sums.shape[1] > keep:
+            order = np.lexsort((masks, sums), axis=1)[:, :keep]
+            sums = np.take_along_axis(sums, order, axis=1)
+            masks = np.take_along_axis(masks, order, axis=1)
+    order = np.lexsort((masks, sums), axis=1)
+    return np.take_along_axis(masks, order, axis=1)[:, :keep]
+
+
 def _gf2_mul(a: int, b: int) -> int:
     out = 0
     while b:
@@ -363,12 +433,6 @@ def _gf2_mul(a: int, b: int) -> int:
         a <<= 1
         b >>= 1
     return out
-
-
-@functools.cache
-def _subset_bits(depth: int) -> np.ndarray:
-    idx = np.arange(1 << depth)
-    return ((idx[:, None] >> np.arange(depth)) & 1).astype(float)
 
 
 def _empty(t: int, r: int) -> DecodedWords:
