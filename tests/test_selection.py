@@ -141,3 +141,26 @@ def test_bad_options_are_clear_errors(monkeypatch):
     # "auto" without LightGBM skips the proxy and says so
     explanation = SPEX(random_state=0).explain(ones, 40, budget=500, progress=False)
     assert explanation.metadata["proxy"].startswith("skipped")
+
+
+def test_bin_domain_normal_equations_equal_the_explicit_ones():
+    """The design's X^T X and X^T y, read off the WHT bins, equal those of the sample matrix
+    built from ``design.masks()`` (issue 10)."""
+    from spex_plugins.core.refit import design_moments
+    from spex_plugins.core.sampler import SubsampleDesign
+    from spex_plugins.core.transforms import fwht
+
+    rng = np.random.default_rng(5)
+    n, t = 40, 3
+    design = SubsampleDesign.create(n, t, 3, 4, rng)
+    masks = design.masks()  # (C, P, 2^b, n)
+    y = rng.normal(size=masks.shape[:3] + (2,))
+    columns = np.full((60, t), -1)
+    columns[1:n + 1, 0] = np.arange(n)
+    columns[n + 1:, :2] = [sorted(rng.choice(n, 2, replace=False)) for _ in range(60 - n - 1)]
+    columns = np.unique(columns, axis=0)
+    gram, xty, yty = design_moments(fwht(y, axis=2), design, columns)
+    x = characters(masks.reshape(-1, n), columns)
+    np.testing.assert_allclose(gram.dense(), x.T @ x, atol=1e-9)
+    np.testing.assert_allclose(xty, x.T @ y.reshape(-1, 2), atol=1e-9)
+    np.testing.assert_allclose(yty, (y.reshape(-1, 2) ** 2).sum(axis=0), rtol=1e-12)
