@@ -76,7 +76,9 @@ class SPEX:
     random_state : int, numpy Generator or None
         Seeds every random choice; equal seeds give identical explanations.
     chase_depth : int or None
-        Least reliable parity bits that Chase decoding flips (default 2 * max_order).
+        Least reliable parity bits that Chase decoding flips (default 2 * max_order on noisy
+        samples, max_order on exact ones; at most 256 flip patterns per word, see
+        :func:`spex_plugins.core.bch.chase_plan`).
     """
 
     def __init__(self, max_order: int = 5, n_groups: int | None = None, b: int | None = None,
