@@ -253,6 +253,13 @@ def test_conversions_from_the_explanation_are_consistent():
     top = explanation.top(3)
     assert len(top) == 3 and all(len(s) >= 1 for s, _ in top)
     assert abs(top[0][1]) >= abs(top[1][1]) >= abs(top[2][1])
+    # Moebius by default, `order` means exactly that size, names when known (issue 13.12)
+    assert top[0][1] == pytest.approx(moebius[top[0][0]])
+    pairs = explanation.top(5, order=2)
+    assert pairs and all(len(s) == 2 for s, _ in pairs)
+    named = FourierExplanation(explanation.n, explanation.locations, explanation.coefficients,
+                               metadata={"feature_names": [f"f{i}" for i in range(n)]})
+    assert named.top(1)[0][0] == tuple(f"f{i}" for i in top[0][0])
     for index in ("Moebius", "Fourier", "BII", "SII", "k-SII", "FBII", "FSII", "STII"):
         values = explanation.interactions(index, order=2)
         assert values and all(len(s) <= 2 for s in values)

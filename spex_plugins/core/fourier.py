@@ -208,13 +208,24 @@ class FourierExplanation:
         return self._to_dict(*conversions.interaction_values(
             self.locations, self.coefficients, self.n, index, order))
 
-    def top(self, k: int = 10, index: str = "Fourier", order: int | None = None,
-            output: int = 0) -> list[tuple[tuple[int, ...], float]]:
-        """The ``k`` largest-magnitude non-empty sets of ``index`` for one output."""
-        values = self.output(output).interactions(index, order) if self.n_outputs > 1 \
-            else self.interactions(index, order)
-        items = [(s, float(v)) for s, v in values.items() if s]
+    def top(self, k: int = 10, index: str = "Moebius", order: int | None = None,
+            output: int = 0) -> list[tuple[tuple, float]]:
+        """The ``k`` largest-magnitude sets of ``index`` (default Moebius: each set's joint
+        effect beyond its subsets) for one output, as ``[(set, value), ...]``.
+
+        ``order``: only sets of exactly that many features (None: every non-empty set). Sets
+        are tuples of feature names when ``metadata["feature_names"]`` is known, else of
+        feature indices. Ties are broken by size, then by the sets themselves.
+        """
+        single = self.output(output)
+        depth = order if order is not None else max(1, int(self.degrees.max(initial=1)))
+        values = single.interactions(index, depth)
+        items = [(s, float(v)) for s, v in values.items()
+                 if s and (order is None or len(s) == order)]
         items.sort(key=lambda item: (-abs(item[1]), len(item[0]), item[0]))
+        names = self.metadata.get("feature_names")
+        if names is not None:
+            items = [(tuple(names[i] for i in s), v) for s, v in items]
         return items[:k]
 
     @property
