@@ -372,3 +372,12 @@ def test_non_finite_outputs_name_the_masks(bad_value):
     with pytest.raises(ValueError, match=r"non-finite values \(NaN or inf\) for 2 of .* masks.*"
                                          r"mask rows \[3, 7\].*first offending mask"):
         SPEX(b=3).explain(broken, 10, progress=False)
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf])
+def test_r2_against_non_finite_targets_is_an_error(bad_value):
+    """Issue 13.3: R^2 used to come out as 1.0 when the targets held NaN."""
+    explanation = FourierExplanation(3, [[-1], [0]], [0.5, 0.25])
+    masks = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 1]], bool)
+    with pytest.raises(ValueError, match="non-finite"):
+        explanation.r2(masks, [0.75, bad_value, 0.25])
