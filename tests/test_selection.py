@@ -164,3 +164,18 @@ def test_bin_domain_normal_equations_equal_the_explicit_ones():
     np.testing.assert_allclose(gram.dense(), x.T @ x, atol=1e-9)
     np.testing.assert_allclose(xty, x.T @ y.reshape(-1, 2), atol=1e-9)
     np.testing.assert_allclose(yty, (y.reshape(-1, 2) ** 2).sum(axis=0), rtol=1e-12)
+
+
+def test_proxy_spex_spends_every_call_on_uniform_masks():
+    pytest.importorskip("lightgbm")
+    from spex_plugins import ProxySPEX
+
+    n = 30
+    f, _ = linear_plus_hash_noise(n, noise=0.2)
+    explanation = ProxySPEX(max_order=3, random_state=0).explain(f, n, budget=600,
+                                                                 progress=False)
+    meta = explanation.metadata
+    assert meta["b"] is None and meta["n_design_masks"] == 0 and meta["proxy"] == "lightgbm"
+    assert explanation.n_model_calls == 600
+    test = fresh(n)
+    assert explanation.r2(test, f(test)) > 0.8

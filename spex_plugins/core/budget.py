@@ -56,8 +56,6 @@ MIN_TRAIN = 16
 """Fewest training masks (the empty and the full mask among them)."""
 EXHAUSTIVE_MAX_N = 20
 """Largest n for which a budget of 2^n evaluates every mask (2^20 masks)."""
-MIN_DESIGN_B = 3
-"""Smallest b the validated refit gives a design when it chooses b itself."""
 DEFAULT_GROUPS = 3
 """Subsampling groups C of the older refits, and the first choice of the validated one."""
 GROUP_CHOICES = (3, 2)
@@ -101,11 +99,11 @@ def minimum_budget(n: int, t: int, n_groups: int | None, *, refit: str | None) -
 
 
 def plan_budget(n: int, t: int, n_groups: int | None, budget: int | None, *,
-                refit: str | None,
-                b: int | None = None, default_b: int = 8,
-                budget_name: str = "budget") -> BudgetPlan:
+                refit: str | None, b: int | None = None, default_b: int = 8,
+                budget_name: str = "budget", use_design: bool = True) -> BudgetPlan:
     """Split ``budget`` model calls between the design, training and held-out masks.
 
+    ``use_design=False`` (the proxy-only support): uniform masks only, no BCH design.
     ``budget=None`` with an explicit ``b``: the design at ``b`` is ``DESIGN_SHARE`` of the run
     (validated refit) or all of it (older refits); without ``b`` the older refits use
     ``default_b`` (callers pass a budget: :func:`spex_plugins.core.settings.default_budget`).
@@ -118,8 +116,8 @@ def plan_budget(n: int, t: int, n_groups: int | None, budget: int | None, *,
         if refit != "validated" or b is not None:
             n_groups = DEFAULT_GROUPS
         else:
-            plans = [plan_budget(n, t, c, budget, refit=refit, budget_name=budget_name)
-                     for c in GROUP_CHOICES]
+            plans = [plan_budget(n, t, c, budget, refit=refit, budget_name=budget_name,
+                                 use_design=use_design) for c in GROUP_CHOICES]
             return max(plans, key=lambda plan: -1 if plan.b is None else plan.b)
     minimum = minimum_budget(n, t, n_groups, refit=refit)
     if budget is not None:
@@ -159,20 +157,20 @@ def plan_budget(n: int, t: int, n_groups: int | None, budget: int | None, *,
                 f"{budget_name}={budget} less its {n_validation} held-out masks and the two "
                 f"endpoints ({room}); pass b=None to choose b from the budget")
         design_b = b
+    elif use_design:
+        design_b = _largest_b(n, t, n_groups, min(room, int(DESIGN_SHARE * budget)))
     else:
-        design_b = _largest_b(n, t, n_groups, min(room, int(DESIGN_SHARE * budget)),
-                              lowest=MIN_DESIGN_B)
+        design_b = None
     size = 0 if design_b is None else sample_count(n, t, n_groups, design_b)
     return BudgetPlan(budget, n_groups, design_b, size, budget - size, n_validation, False)
 
 
-def _largest_b(n: int, t: int, n_groups: int, room: int, lowest: int = MIN_B) -> int | None:
-    """Largest b in [lowest, MAX_B] with ``sample_count <= room``; None if ``lowest`` does not
-    fit."""
+def _largest_b(n: int, t: int, n_groups: int, room: int) -> int | None:
+    """Largest b in [MIN_B, MAX_B] with ``sample_count <= room``; None if MIN_B does not fit."""
     per_bin = n_groups * n_shifts(n, t)
-    if (per_bin << lowest) > room:
+    if (per_bin << MIN_B) > room:
         return None
-    b = lowest
+    b = MIN_B
     while b < MAX_B and (per_bin << (b + 1)) <= room:
         b += 1
     return b

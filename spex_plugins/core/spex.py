@@ -10,7 +10,7 @@ from math import comb
 import numpy as np
 
 from ..runtime import ValueFunction, evaluate, unique_masks
-from ..runtime.masks import row_keys
+from ..runtime.masks import unique_rows
 from . import proxy as tree_proxy
 from .budget import BudgetPlan, minimum_budget, plan_budget
 from .fourier import FourierExplanation, characters
@@ -130,14 +130,11 @@ class SPEX:
              budget_name: str = "budget") -> BudgetPlan:
         """How :meth:`explain` spends ``budget`` on ``n`` features (ValueError, stating the
         minimum and naming ``budget_name``, when it is too small)."""
-        b = self.b
-        if self.support == "proxy":
-            b = None
-        plan = plan_budget(n, self.degree(n), self.n_groups, budget, refit=self.refit, b=b,
-                           default_b=DEFAULT_B, budget_name=budget_name)
-        if self.support == "proxy" and plan.b is not None:  # pragma: no cover - plan_budget
-            raise AssertionError("the proxy-only plan has no design")
-        return plan
+        if self.support == "proxy":  # uniform masks only: no design
+            return plan_budget(n, self.degree(n), self.n_groups, budget, refit=self.refit,
+                               b=None, budget_name=budget_name, use_design=False)
+        return plan_budget(n, self.degree(n), self.n_groups, budget, refit=self.refit,
+                           b=self.b, default_b=DEFAULT_B, budget_name=budget_name)
 
     def explain(self, value_function: ValueFunction, n: int, budget: int | None = None, *,
                 batch_size: int | None = None, progress: bool = True,
@@ -396,17 +393,13 @@ def _fresh_masks(n: int, count: int, taken: np.ndarray, rng: np.random.Generator
         free = np.setdiff1d(np.arange(1 << n, dtype=np.int64), used, assume_unique=True)
         codes = rng.choice(free, size=min(count, len(free)), replace=False)
         return ((codes[:, None] >> np.arange(n)) & 1).astype(bool)
-    seen = set(row_keys(taken).tolist())
     out = np.zeros((0, n), bool)
-    while len(out) < count:
+    while len(out) < count:  # collisions are rare for n > 24: one or two rounds
         draw = rng.random((count - len(out), n)) < 0.5
-        keys = row_keys(draw).tolist()
-        keep = []
-        for i, key in enumerate(keys):  # collisions are rare: this keeps the first of each
-            if key not in seen:
-                seen.add(key)
-                keep.append(i)
-        out = np.vstack([out, draw[keep]])
+        known = len(taken) + len(out)
+        first, _ = unique_rows(np.vstack([taken, out, draw]))
+        new = np.sort(first[first >= known]) - known  # the first copy of each new mask
+        out = np.vstack([out, draw[new]])
     return out
 
 
