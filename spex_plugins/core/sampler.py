@@ -42,7 +42,10 @@ def sample_count(n: int, max_order: int, n_groups: int, b: int) -> int:
 
 
 def min_budget(n: int, max_order: int, n_groups: int = 3) -> int:
-    """The smallest budget SPEX runs with: the sample count at b = MIN_B."""
+    """The smallest BCH design: the sample count at b = MIN_B. It is the minimum budget of the
+    design-only refits (``refit="ridge"`` / None); the default validated refit needs far less
+    (see :meth:`spex_plugins.SPEX.min_budget` and
+    :func:`spex_plugins.core.budget.minimum_budget`)."""
     return sample_count(n, max_order, n_groups, MIN_B)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..runtime import ValueFunction, evaluate, unique_masks
 from ..runtime.masks import unique_rows
 from . import proxy as tree_proxy
-from .budget import BudgetPlan, minimum_budget, plan_budget
+from .budget import EXHAUSTIVE_MAX_N, BudgetPlan, minimum_budget, plan_budget
 from .fourier import FourierExplanation, characters
 from .peeling import peel
 from .refit import design_moments, refit_columns, ridge_refit
@@ -387,14 +387,14 @@ def _fresh_masks(n: int, count: int, taken: np.ndarray, rng: np.random.Generator
     from ``taken``; fewer when fewer exist."""
     if count <= 0:
         return np.zeros((0, n), bool)
-    if n <= 24:
+    if n <= EXHAUSTIVE_MAX_N:  # draw codes without replacement from the 2^n masks
         weights = 1 << np.arange(n, dtype=np.int64)
         used = np.unique(taken.astype(np.int64) @ weights)
         free = np.setdiff1d(np.arange(1 << n, dtype=np.int64), used, assume_unique=True)
         codes = rng.choice(free, size=min(count, len(free)), replace=False)
         return ((codes[:, None] >> np.arange(n)) & 1).astype(bool)
     out = np.zeros((0, n), bool)
-    while len(out) < count:  # collisions are rare for n > 24: one or two rounds
+    while len(out) < count:  # collisions are rare for n > 20: one or two rounds
         draw = rng.random((count - len(out), n)) < 0.5
         known = len(taken) + len(out)
         first, _ = unique_rows(np.vstack([taken, out, draw]))
