@@ -144,8 +144,8 @@ CASES = {case.name: case for case in (
     Case("tabular-breast-cancer", "tabular", quick=True),
     Case("digits-pixels", "digits", quick=True),
     Case("smollm2-words", "smollm2", budgets=(1000,),
-         budget_note="only 1,000 (500 is below SPEX's minimum of 672 at n = 16; 2,000+ "
-                     "skipped): ~0.5-1.2 s per prompt on the shared 2-core CPU",
+         budget_note="only 1,000 (500 and 2,000+ skipped): ~0.5-1.2 s per prompt on the "
+                     "shared 2-core CPU",
          skip=(("shapiq-spex", "its own design would add ~700 prompts (~10 min here)"),
                ("shapiq-proxyspex", "its own masks would add 1,000 prompts (~15 min here)"),
                ("captum-lime", "its own masks would add 1,000 prompts (~15 min here)"))),

@@ -8,7 +8,7 @@ import pytest
 from spex_plugins import SPEX
 from spex_plugins.core import proxy as tree_proxy
 from spex_plugins.core.fourier import characters
-from spex_plugins.core.selection import Candidate, select
+from spex_plugins.core.selection import Candidate, final_fit, lasso_path, select
 
 
 def linear_plus_hash_noise(n, seed=0, noise=1.0):
@@ -179,3 +179,45 @@ def test_proxy_spex_spends_every_call_on_uniform_masks():
     assert explanation.n_model_calls == 600
     test = fresh(n)
     assert explanation.r2(test, f(test)) > 0.8
+
+
+def _lasso_problem(rows, p, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.hstack([np.ones((rows, 1)), rng.standard_normal((rows, p))])
+    beta = np.zeros(p + 1)
+    beta[[0, 1, 2, 3, 7]] = [4.0, 3.0, -2.0, 1.0, 0.5]
+    y = x @ beta + 0.5 * rng.standard_normal(rows)
+    return x, y
+
+
+@pytest.mark.parametrize("rows, p", [(300, 40), (120, 200)])
+def test_lasso_path_meets_the_optimality_conditions(rows, p):
+    x, y = _lasso_problem(rows, p)
+    gram, xty = x.T @ x, x.T @ y
+    penalties, beta = lasso_path(gram, xty, rows)
+    assert beta.shape == (p + 1, len(penalties))
+    assert np.all(np.diff(penalties) < 0)
+    assert np.count_nonzero(beta[1:, 0]) == 0  # the first penalty zeroes every term
+    for k, lam in enumerate(penalties * rows):
+        b = beta[:, k]
+        if np.count_nonzero(b[1:]) >= 0.25 * rows:  # past the path's stop: not optimal there
+            break
+        gradient = xty - gram @ b
+        assert abs(gradient[0]) < 1e-8 * np.abs(xty).max()  # the constant is unpenalised
+        on = np.flatnonzero(b[1:]) + 1
+        off = np.setdiff1d(np.arange(1, p + 1), on)
+        np.testing.assert_allclose(gradient[on], lam * np.sign(b[on]), rtol=1e-6, atol=1e-8)
+        assert np.all(np.abs(gradient[off]) <= lam * (1 + 1e-6))
+
+
+def test_lasso_candidate_is_chosen_and_refitted_with_its_nonzero_terms():
+    rows, p = 200, 60
+    x, y = _lasso_problem(rows, p, seed=1)
+    xv, yv = _lasso_problem(400, p, seed=2)  # the same model on fresh rows
+    lasso = Candidate("lasso", np.arange(p + 1), estimator="lasso")
+    choice = select(x.T @ x, x.T @ y, rows, xv, yv, [lasso])
+    assert choice.estimator == "lasso" and choice.validation_r2 > 0.9
+    assert {1, 2, 3} <= set(choice.columns.tolist()) and len(choice.columns) < p
+    kept, beta = final_fit(choice, x.T @ x, x.T @ y, rows)
+    assert kept[0] == 0 and np.all(beta[1:] != 0)
+    np.testing.assert_allclose(beta[:4], [4.0, 3.0, -2.0, 1.0], atol=0.25)

@@ -11,6 +11,13 @@ Columns are ranked by the magnitude of their coefficient in the candidate's whol
 middle penalty, so the prefixes drop the weakest terms first: spurious terms of a noisy
 recovery do not survive, because the held-out error decides how many stay.
 
+A candidate may instead be fitted by the LASSO (``estimator="lasso"``): its whole penalty path
+(:func:`lasso_path`, coordinate descent on the normal equations) is compared on the held-out
+masks. Soft thresholding shrinks every kept term, which wins where the signal is weak against
+what the low-order terms cannot express (long texts at a few hundred calls: measured on
+VADER over 253 words at 500 calls, three seeds, R^2 on 1,000 fresh masks 0.11-0.15 for the
+LASSO against 0.04-0.09 for the best ridge prefix).
+
 Held-out masks (rather than K-fold cross-validation or GCV) because they cost no refits, stay
 exact for the design rows (whose normal equations come from the bins; see
 :mod:`spex_plugins.core.refit`) and give users an honest R^2 of the chosen surrogate
@@ -25,7 +32,8 @@ from typing import Literal
 import numpy as np
 from scipy import linalg
 
-__all__ = ["PENALTIES", "TOLERANCE", "Candidate", "Selection", "ridge_solve", "select"]
+__all__ = ["PENALTIES", "TOLERANCE", "Candidate", "Selection", "final_fit", "lasso_path",
+           "ridge_solve", "select"]
 
 PENALTIES = (1e-9, 1e-3, 1e-2, 1e-1, 1.0)
 """Ridge penalties tried, in units of the number of training rows (a penalty of 1 shrinks an
@@ -39,36 +47,60 @@ choices than every prefix keep the held-out choice from overfitting the held-out
 every prefix, 0.138 / 0.179 with 24; within 0.003 on VADER-45, digits and breast cancer)."""
 TOLERANCE = 1e-3
 """A fit within this relative held-out error of the best, with fewer columns, is preferred."""
+LASSO_PATH = 30
+"""Penalties on a LASSO path: geometric from the smallest penalty that zeroes every term."""
+LASSO_MAX_SHARE = 0.25
+"""The LASSO path stops once it holds this share of the training rows as terms: beyond, its
+degrees of freedom approach the rows and the held-out error only rises (and, with more terms
+than rows, the path slows down and becomes singular)."""
+LASSO_PATIENCE = 4.0
+"""The held-out path stops at a penalty this many times below its best knot's."""
+LASSO_MIN_RATIO = (1e-3, 1e-2)
+"""Smallest penalty of the path over the largest: with at least twice as many training rows as
+columns, else (an underdetermined fit, whose unpenalised end overfits and converges slowly)."""
 
 
 @dataclass(frozen=True)
 class Candidate:
     """A named set of columns: indices into the column table, the constant (0) first.
 
-    ``ranking``: how the prefixes drop columns: "fit" by the magnitude of the candidate's
-    coefficients at ``RANKING_PENALTY``; "marginal" by the magnitude of each column's own
-    correlation with the targets (sure independence screening: more stable than a joint fit
-    when there are about as many columns as rows)."""
+    ``estimator``: "ridge" (a penalty path times the prefixes of its ranked columns) or
+    "lasso" (the LASSO path, :func:`lasso_path`; ``ranking`` unused). ``ranking``: how the
+    ridge prefixes drop columns: "fit" by the magnitude of the candidate's coefficients at
+    ``RANKING_PENALTY``; "marginal" by the magnitude of each column's own correlation with
+    the targets (sure independence screening: more stable than a joint fit when there are
+    about as many columns as rows)."""
 
     name: str
     columns: np.ndarray
     ranking: Literal["fit", "marginal"] = "fit"
+    estimator: Literal["ridge", "lasso"] = "ridge"
 
 
 @dataclass(frozen=True)
 class Selection:
-    """The fit chosen for one output: its candidate, columns (indices into the table), ridge
-    penalty (in units of training rows) and held-out R^2."""
+    """The fit chosen for one output: its candidate, estimator, columns (indices into the
+    table; for the LASSO its nonzero terms), penalty (in units of training rows) and held-out
+    R^2."""
 
     candidate: str
     columns: np.ndarray
     penalty: float
     validation_r2: float
+    estimator: Literal["ridge", "lasso"] = "ridge"
+    candidate_columns: np.ndarray | None = None
+
+    @property
+    def fit_columns(self) -> np.ndarray:
+        """The columns a refit on other rows solves over (:func:`final_fit`): the chosen ones
+        for ridge, the whole candidate for the LASSO (which selects again)."""
+        return self.candidate_columns if self.estimator == "lasso" else self.columns
 
 
 def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarray,
            targets: np.ndarray, candidates: list[Candidate]) -> Selection:
-    """Choose the candidate, prefix and penalty with the smallest held-out squared error.
+    """Choose the candidate, prefix (or LASSO penalty) and penalty with the smallest held-out
+    squared error.
 
     ``gram`` (p, p) and ``xty`` (p,): normal equations of the training rows over the column
     table; ``n_rows``: training rows; ``validation`` (V, p): characters of the held-out masks;
@@ -77,10 +109,16 @@ def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarra
     """
     sst = float(((targets - targets.mean()) ** 2).sum())
     floor = 1e-12 * max(sst, float((targets ** 2).sum()), np.finfo(float).tiny)
-    trials = []  # (error, size, order, candidate, penalty)
+    trials = []  # (errors per size (p,), columns in size order, candidate, penalty or penalties)
     for candidate in candidates:
         cols = candidate.columns
         g, r, v = gram[np.ix_(cols, cols)], xty[cols], validation[:, cols]
+        if candidate.estimator == "lasso":
+            penalties, beta = lasso_path(g, r, n_rows, validation=v, targets=targets)
+            errors = ((targets[:, None] - v @ beta) ** 2).sum(axis=0)  # (L,)
+            sizes = np.count_nonzero(beta, axis=0)
+            trials.append((candidate, errors, sizes, penalties, beta))
+            continue
         weights = np.ones(len(cols))
         weights[0] = 0.0  # the constant is not penalised
         if candidate.ranking == "marginal":
@@ -89,6 +127,7 @@ def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarra
             ranking = _solve(g, r, weights, RANKING_PENALTY * n_rows)
         order = np.concatenate([[0], 1 + np.argsort(-np.abs(ranking[1:]), kind="stable")])
         g, r, v = g[np.ix_(order, order)], r[order], v[:, order]
+        grid = np.unique(np.geomspace(1, len(cols), PREFIX_GRID).round().astype(int))
         for penalty in PENALTIES:
             factor = _cholesky(g, weights * penalty * n_rows)
             if factor is None:
@@ -96,22 +135,189 @@ def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarra
             z = linalg.solve_triangular(factor, r, lower=True)
             w = linalg.solve_triangular(factor, v.T, lower=True).T  # X_val L^-T
             residual = targets[:, None] - np.cumsum(w * z, axis=1)
-            errors = (residual ** 2).sum(axis=0)  # (p,): one per prefix
-            grid = np.unique(np.geomspace(1, len(errors), PREFIX_GRID).round().astype(int))
-            errors = np.where(np.isin(np.arange(1, len(errors) + 1), grid), errors, np.inf)
-            size = int(np.argmin(errors))
-            trials.append((float(errors[size]), errors, cols[order], candidate.name, penalty))
-    best = min(trial[0] for trial in trials)
+            errors = (residual[:, grid - 1] ** 2).sum(axis=0)  # one per prefix on the grid
+            trials.append((candidate, errors, grid, np.full(len(grid), penalty), cols[order]))
+    best = min(float(trial[1].min()) for trial in trials)
     limit = best * (1 + TOLERANCE) + floor
-    chosen = None
-    for _, errors, cols, name, penalty in trials:
-        fits = np.flatnonzero(errors <= limit)
-        if len(fits) and (chosen is None or fits[0] + 1 < len(chosen[0])
-                          or (fits[0] + 1 == len(chosen[0]) and errors[fits[0]] < chosen[3])):
-            chosen = (cols[: fits[0] + 1], name, penalty, float(errors[fits[0]]))
-    columns, name, penalty, error = chosen
+    chosen = None  # (size, error, trial, position); ties (to rounding) keep the earlier
+    for trial in trials:
+        errors, sizes = trial[1], trial[2]
+        for i in np.flatnonzero(errors <= limit):
+            size, error = int(sizes[i]), float(errors[i])
+            if chosen is None or size < chosen[0] or (
+                    size == chosen[0] and error < chosen[1] * (1 - 1e-9) - floor):
+                chosen = (size, error, trial, int(i))
+    _, error, (candidate, _, sizes, penalties, extra), i = chosen
     r2 = 1.0 - error / sst if sst > floor else (1.0 if error <= floor else -np.inf)
-    return Selection(name, columns, penalty, float(r2))
+    if candidate.estimator == "lasso":
+        columns = candidate.columns[np.flatnonzero(extra[:, i])]
+        if not len(columns) or columns[0] != candidate.columns[0]:
+            columns = np.concatenate([candidate.columns[:1], columns])
+    else:
+        columns = extra[: sizes[i]]
+    return Selection(candidate.name, columns, float(penalties[i]), float(r2),
+                     candidate.estimator, candidate.columns)
+
+
+def final_fit(selection: Selection, gram: np.ndarray, xty: np.ndarray,
+              n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The chosen fit solved again on other rows at the chosen penalty per row.
+
+    ``gram`` (s, s) and ``xty`` (s,) are the normal equations of ``n_rows`` rows over
+    ``selection.fit_columns``. Returns (positions into ``fit_columns`` (q,), coefficients
+    (q,)), the constant first: ridge keeps every column, the LASSO its nonzero terms."""
+    if selection.estimator == "lasso":
+        _, beta = lasso_path(gram, xty, n_rows, penalties=np.array([selection.penalty]))
+        keep = np.flatnonzero(beta[:, 0])
+        keep = keep if len(keep) and keep[0] == 0 else np.concatenate([[0], keep])
+        return keep, beta[keep, 0]
+    weights = np.full(len(xty), selection.penalty * n_rows)
+    weights[0] = 0.0
+    return np.arange(len(xty)), ridge_solve(gram, xty, weights)
+
+
+def lasso_path(gram: np.ndarray, xty: np.ndarray, n_rows: int, *,
+               penalties: np.ndarray | None = None, validation: np.ndarray | None = None,
+               targets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """LASSO fits ``min 1/2 beta^T G beta - beta^T r + lam * n_rows * sum_{j>0} |beta_j|`` along
+    a penalty path (column 0, the constant, unpenalised).
+
+    ``gram`` (p, p), ``xty`` (p,); ``penalties`` (L,) per training row (default: ``LASSO_PATH``
+    of them, geometric from the smallest that zeroes every term down by ``LASSO_MIN_RATIO``).
+    Returns ``(penalties (L,), coefficients (p, L))``. The constant is eliminated exactly
+    (Schur complement); the path is then followed exactly by LARS with the LASSO
+    modification (Efron et al. 2004): between knots the coefficients are linear in the
+    penalty, each knot adds or drops one term, and every step is a few vectorised products
+    with the active columns of ``gram``. The path stops early when the active columns become
+    singular or hold ``LASSO_MAX_SHARE`` of the rows, or (given held-out ``validation``
+    (V, p) characters and their ``targets`` (V,)) once the penalty is ``LASSO_PATIENCE``
+    times below the knot with the smallest held-out error and the error is above it; lower
+    penalties then get the last knot's fit."""
+    p = len(xty)
+    g00 = float(gram[0, 0])
+    g0 = gram[1:, 0] / g00 if g00 > 0 else np.zeros(p - 1)
+    g = gram[1:, 1:] - np.outer(gram[1:, 0], g0)
+    r = xty[1:] - g0 * xty[0]
+    diag = np.diag(g)
+    usable = diag > 1e-9 * max(float(diag.max(initial=0.0)), 1e-300)
+    top = float(np.abs(r[usable]).max(initial=0.0))
+    if penalties is None:
+        ratio = LASSO_MIN_RATIO[0] if n_rows >= 2 * p else LASSO_MIN_RATIO[1]
+        penalties = np.geomspace(1.0, ratio, LASSO_PATH) * top / max(n_rows, 1)
+    penalties = np.asarray(penalties, np.float64)
+    most = max(1, int(LASSO_MAX_SHARE * n_rows))
+    held_out = None
+    if validation is not None:  # the constant's share eliminated as in the Gram
+        held_out = (validation[:, 1:] - np.outer(validation[:, 0], g0),
+                    targets - validation[:, 0] * (xty[0] / g00 if g00 > 0 else 0.0))
+    knots, betas = _lars_lasso(g, r, usable, top, penalties * n_rows, most, held_out)
+    out = np.zeros((p, len(penalties)))
+    out[1:] = _interpolate(knots, betas, penalties * n_rows).T
+    if g00 > 0:
+        out[0] = (xty[0] - gram[0, 1:] @ out[1:]) / g00
+    return penalties, out
+
+
+def _lars_lasso(g: np.ndarray, r: np.ndarray, usable: np.ndarray, top: float,
+                grid: np.ndarray, most: int,
+                held_out: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Knots of the LASSO path from ``top`` (all zero) down to the smallest of the ``grid``
+    penalties or past ``most`` active terms (or the held-out stop of :func:`lasso_path`,
+    checked at the grid penalties): penalties (m,) decreasing and coefficients (m, p). The
+    inverse of the active columns' Gram is kept up to date by the block-inverse formulas
+    (O(k^2) per added or dropped term, k active)."""
+    p = len(r)
+    beta = np.zeros(p)
+    knots, betas = [top], [beta.copy()]
+    if top <= 0.0:
+        return np.array(knots), np.array(betas)
+    correlation = r.copy()  # r - g @ beta
+    inverse = np.zeros((0, 0))
+    gram_rows = np.empty((min(p, most + 1), p))  # g's rows of the active terms, in order
+    active: list[int] = []
+    signs: list[float] = []
+    inside = np.zeros(p, bool)
+    lam, tiny = top, 1e-12 * top
+    joiner = int(np.flatnonzero(usable)[np.argmax(np.abs(r[usable]))])
+    end = float(grid.min())
+    checks = np.sort(grid)[::-1].tolist()  # penalties where the held-out error is checked
+    if held_out is not None:
+        best = (float(held_out[1] @ held_out[1]), top)
+    while True:
+        if joiner >= 0:  # border the inverse with the joining column
+            column = g[active, joiner]
+            u = inverse @ column
+            pivot = g[joiner, joiner] - column @ u
+            if not pivot > 1e-10 * g[joiner, joiner]:  # dependent on the active columns
+                break
+            k = len(active)
+            grown = np.empty((k + 1, k + 1))
+            grown[:k, :k] = inverse + np.outer(u, u / pivot)
+            grown[:k, k] = grown[k, :k] = -u / pivot
+            grown[k, k] = 1.0 / pivot
+            inverse = grown
+            gram_rows[k] = g[joiner]
+            active.append(joiner)
+            signs.append(float(np.sign(correlation[joiner])))
+            inside[joiner] = True
+        if lam <= end or len(active) > most:
+            break
+        cols = np.array(active)
+        direction = inverse @ np.array(signs)
+        slope = direction @ gram_rows[:len(cols)]  # d correlation / d step (g symmetric)
+        free = usable & ~inside
+        with np.errstate(divide="ignore", invalid="ignore"):
+            joins = np.where(free, (lam - correlation) / (1.0 - slope), np.inf)
+            joins = np.where(joins > tiny, joins, np.inf)
+            other = np.where(free, (lam + correlation) / (1.0 + slope), np.inf)
+            joins = np.minimum(joins, np.where(other > tiny, other, np.inf))
+            drops = -beta[cols] / direction
+        drops = np.where(drops > tiny, drops, np.inf)
+        joiner = int(np.argmin(joins))
+        dropper = int(np.argmin(drops))
+        step = min(float(joins[joiner]), float(drops[dropper]), lam - end)
+        beta[cols] += step * direction
+        correlation -= step * slope
+        lam -= step
+        knots.append(lam)
+        betas.append(beta.copy())
+        stop = False
+        while held_out is not None and checks and checks[0] >= lam:
+            at = checks.pop(0)  # the path at ``at``: between the last two knots
+            fit = betas[-1] + (betas[-2] - betas[-1]) * ((at - lam) / max(step, 1e-300))
+            nonzero = np.flatnonzero(fit)
+            error = held_out[1] - held_out[0][:, nonzero] @ fit[nonzero]
+            error = float(error @ error)
+            if error < best[0]:
+                best = (error, at)
+            elif at * LASSO_PATIENCE < best[1]:
+                stop = True
+        if stop:
+            break
+        if step == drops[dropper]:
+            joiner = -1
+            beta[active[dropper]] = 0.0
+            inside[active.pop(dropper)] = False
+            signs.pop(dropper)
+            keep = np.arange(len(cols)) != dropper
+            gram_rows[dropper:len(cols) - 1] = gram_rows[dropper + 1:len(cols)]
+            inverse = inverse[np.ix_(keep, keep)] - np.outer(
+                inverse[keep, dropper], inverse[dropper, keep] / inverse[dropper, dropper])
+        elif step != joins[joiner]:  # reached ``end``
+            joiner = -1
+    return np.array(knots), np.array(betas)
+
+
+def _interpolate(knots: np.ndarray, betas: np.ndarray, penalties: np.ndarray) -> np.ndarray:
+    """The path's coefficients (L, p) at ``penalties``: linear between the knots (decreasing),
+    the last knot's below it, zero above the first."""
+    ascending, values = knots[::-1], betas[::-1]
+    upper = np.clip(np.searchsorted(ascending, penalties), 1, max(len(knots) - 1, 1))
+    if len(knots) == 1:
+        return np.repeat(values[:1], len(penalties), axis=0)
+    low, high = ascending[upper - 1], ascending[upper]
+    share = np.clip((penalties - low) / np.maximum(high - low, 1e-300), 0.0, 1.0)[:, None]
+    return values[upper - 1] + share * (values[upper] - values[upper - 1])
 
 
 def ridge_solve(gram: np.ndarray, xty: np.ndarray, weights: np.ndarray) -> np.ndarray:

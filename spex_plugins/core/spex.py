@@ -17,7 +17,7 @@ from .fourier import FourierExplanation, characters
 from .peeling import peel
 from .refit import design_moments, refit_columns, ridge_refit
 from .sampler import MAX_B, MIN_B, SubsampleDesign
-from .selection import Candidate, ridge_solve, select
+from .selection import Candidate, final_fit, select
 from .transforms import fwht
 
 __all__ = ["SPEX", "ProxySPEX"]
@@ -62,8 +62,10 @@ class SPEX:
         held-out masks) and the surrogate is the candidate with the smallest held-out error
         among the first-order fit, the peeled support, the tree-proxy support, their unions
         and (small n) every set up to a degree, each over a ridge penalty path and every
-        prefix of its terms; the model's own f(empty) and f(full) are recorded so that
-        :meth:`FourierExplanation.shapley_values` are efficient for the model, and
+        prefix of its terms, and the LASSO paths of the first-order terms and of the union
+        (``metadata["estimator"]`` says which kind won); the model's own f(empty) and
+        f(full) are recorded so that :meth:`FourierExplanation.shapley_values` are efficient
+        for the model, and
         ``explanation.validation_r2`` is its held-out R^2. "ridge": the earlier refit of the
         peeled support plus all first-order terms on the design samples only; None: raw
         peeled values.
@@ -276,18 +278,16 @@ class SPEX:
                                candidates), gram, xty, n_rows, rows)
                        for rows, (gram, xty, n_rows) in row_sets.items()]
             choice, gram, xty, n_rows, rows = max(choices, key=lambda c: c[0].validation_r2)
-            cols = choice.columns
+            cols = choice.fit_columns
             # the final fit uses every row, the held-out ones included
             v = validation[:, cols]
-            full_gram = gram[np.ix_(cols, cols)] + v.T @ v
-            full_xty = xty[cols, k] + v.T @ values[held_out, k]
-            weights = np.full(len(cols), choice.penalty * (n_rows + len(v)))
-            weights[0] = 0.0
-            beta = ridge_solve(full_gram, full_xty, weights)
-            locations = table[cols]
+            kept, beta = final_fit(choice, gram[np.ix_(cols, cols)] + v.T @ v,
+                                   xty[cols, k] + v.T @ values[held_out, k], n_rows + len(v))
+            locations = table[cols[kept]]
             chosen_locations.append(locations)
             chosen_coefficients.append(beta)
             meta["candidate"].append(choice.candidate)
+            meta["estimator"].append(choice.estimator)
             meta["training_rows"].append(rows)
             meta["validation_r2"].append(choice.validation_r2)
             meta["ridge_penalty"].append(choice.penalty)
@@ -432,8 +432,8 @@ def _exhaustive_fit(masks: np.ndarray, values: np.ndarray) -> _Fit:
 
 
 def _selection_metadata() -> dict:
-    return {"candidate": [], "training_rows": [], "validation_r2": [], "ridge_penalty": [],
-            "n_terms": []}
+    return {"candidate": [], "estimator": [], "training_rows": [], "validation_r2": [],
+            "ridge_penalty": [], "n_terms": []}
 
 
 def _column_table(n: int, t: int, peeled, proxied, *, n_train: int):
@@ -474,23 +474,24 @@ def _column_table(n: int, t: int, peeled, proxied, *, n_train: int):
 
 
 def _candidates(sources: dict, k: int) -> list[Candidate]:
-    """The candidates of output ``k`` (column indices into the table, the constant first)."""
+    """The candidates of output ``k`` (column indices into the table, the constant first):
+    ridge fits of the first-order terms, each support and their union, and LASSO fits of the
+    first-order terms and of the union."""
     n = sources["n"]
     first = np.arange(n + 1)
     peeled, proxied = sources["peeled"][k], sources["proxy"][k]
-    out = [Candidate("first-order", first), Candidate("first-order screened", first, "marginal")]
-    interactions = []
+    out = [Candidate("first-order", first), Candidate("first-order screened", first, "marginal"),
+           Candidate("first-order lasso", first, estimator="lasso")]
+    union, name = [first], "first-order"
     if peeled is not None:
         out.append(Candidate("peeled", _join([0], peeled)))
-        out.append(Candidate("first-order+peeled", _join(first, peeled)))
-        interactions.append(peeled)
+        union, name = union + [peeled], name + "+peeled"
     if proxied is not None:
         out.append(Candidate("proxy", _join([0], proxied)))
-        interactions.append(proxied)
-    if len(interactions) == 2:
-        out.append(Candidate("first-order+peeled+proxy", _join(first, *interactions)))
-    elif proxied is not None:
-        out.append(Candidate("first-order+proxy", _join(first, proxied)))
+        union, name = union + [proxied], name + "+proxy"
+    if len(union) > 1:
+        out.append(Candidate(name, _join(*union)))
+        out.append(Candidate(name + " lasso", _join(*union), estimator="lasso"))
     if sources["dense"] is not None:
         out.append(Candidate("dense", _join(first, sources["dense"])))
     return out
