@@ -46,13 +46,16 @@ def test_select_prefers_the_candidate_that_generalises():
     x = characters(train, locations)
     big = Candidate("everything", np.arange(len(locations)))
     small = Candidate("first-order", np.arange(n + 1))
-    choice = select(x.T @ x, x.T @ f(train), rows, characters(val, locations), f(val),
-                    [big, small])
+    surrogate = select(x.T @ x, x.T @ f(train), rows, characters(val, locations), f(val),
+                       [big, small])
     # 81 columns on 60 rows fit the samples exactly; the held-out error says they don't carry
     assert np.linalg.matrix_rank(x) == rows
+    choice = surrogate.parts[0]
+    assert choice.candidate == "first-order" and choice.weight > 0.5
     assert len(choice.columns) <= n + 1
     assert set(choice.columns.tolist()) <= set(range(n + 1))
-    assert 0.5 < choice.validation_r2 < 1.0
+    assert 0.5 < surrogate.validation_r2 < 1.0
+    assert sum(part.weight for part in surrogate.parts) == pytest.approx(1.0)
 
 
 def test_the_refit_does_not_keep_what_only_fits_the_samples():
@@ -215,9 +218,32 @@ def test_lasso_candidate_is_chosen_and_refitted_with_its_nonzero_terms():
     x, y = _lasso_problem(rows, p, seed=1)
     xv, yv = _lasso_problem(400, p, seed=2)  # the same model on fresh rows
     lasso = Candidate("lasso", np.arange(p + 1), estimator="lasso")
-    choice = select(x.T @ x, x.T @ y, rows, xv, yv, [lasso])
-    assert choice.estimator == "lasso" and choice.validation_r2 > 0.9
+    surrogate = select(x.T @ x, x.T @ y, rows, xv, yv, [lasso])
+    (choice,) = surrogate.parts
+    assert choice.estimator == "lasso" and choice.weight == 1.0
+    assert surrogate.validation_r2 > 0.9 and choice.validation_r2 == surrogate.validation_r2
     assert {1, 2, 3} <= set(choice.columns.tolist()) and len(choice.columns) < p
     kept, beta = final_fit(choice, x.T @ x, x.T @ y, rows)
     assert kept[0] == 0 and np.all(beta[1:] != 0)
     np.testing.assert_allclose(beta[:4], [4.0, 3.0, -2.0, 1.0], atol=0.25)
+
+
+def test_stacking_weighs_exact_and_indistinguishable_candidates():
+    rng = np.random.default_rng(5)
+    rows, held, p = 400, 300, 12
+    x = np.hstack([np.ones((rows, 1)), rng.choice([-1.0, 1.0], (rows, p))])
+    xv = np.hstack([np.ones((held, 1)), rng.choice([-1.0, 1.0], (held, p))])
+    beta = np.concatenate([[1.0], rng.normal(size=p)])
+    exact = select(x.T @ x, x.T @ (x @ beta), rows, xv, xv @ beta,
+                   [Candidate("half", np.arange(7)), Candidate("all", np.arange(p + 1))])
+    # the exact candidate takes all the weight
+    assert [part.candidate for part in exact.parts] == ["all"]
+    assert exact.validation_r2 == pytest.approx(1.0)
+    # two copies of one candidate are indistinguishable: whatever the split, the surrogate's
+    # held-out R^2 is the single candidate's
+    noisy, noisy_v = x @ beta + rng.normal(0, 2, rows), xv @ beta + rng.normal(0, 2, held)
+    one = select(x.T @ x, x.T @ noisy, rows, xv, noisy_v, [Candidate("a", np.arange(p + 1))])
+    two = select(x.T @ x, x.T @ noisy, rows, xv, noisy_v,
+                 [Candidate("a", np.arange(p + 1)), Candidate("b", np.arange(p + 1))])
+    assert sum(part.weight for part in two.parts) == pytest.approx(1.0)
+    assert two.validation_r2 == pytest.approx(one.validation_r2, abs=1e-9)

@@ -59,13 +59,14 @@ class SPEX:
         of the least reliable parity bits.
     refit : {"validated", "ridge", None}
         "validated" (default): the whole budget is spent (design, uniform training masks and
-        held-out masks) and the surrogate is the candidate with the smallest held-out error
-        among the first-order fit, the peeled support, the tree-proxy support, their unions
-        and (small n) every set up to a degree, each over a ridge penalty path and every
-        prefix of its terms, and the LASSO paths of the first-order terms and of the union
-        (``metadata["estimator"]`` says which kind won); the model's own f(empty) and
-        f(full) are recorded so that :meth:`FourierExplanation.shapley_values` are efficient
-        for the model, and
+        held-out masks); the candidates (the first-order fit, the peeled support, the
+        tree-proxy support, their union and (small n) every set up to a degree, each over a
+        ridge penalty path and every prefix of its terms, and the LASSO paths of the
+        first-order terms and of the union) are tuned on the held-out masks and weighted by
+        stacking their out-of-fold predictions (``metadata["stack"]``; see
+        :func:`spex_plugins.core.selection.select`); the model's own f(empty) and f(full) are
+        recorded so that :meth:`FourierExplanation.shapley_values` are efficient for the
+        model, and
         ``explanation.validation_r2`` is its held-out R^2. "ridge": the earlier refit of the
         peeled support plus all first-order terms on the design samples only; None: raw
         peeled values.
@@ -278,19 +279,30 @@ class SPEX:
                                candidates), gram, xty, n_rows, rows)
                        for rows, (gram, xty, n_rows) in row_sets.items()]
             choice, gram, xty, n_rows, rows = max(choices, key=lambda c: c[0].validation_r2)
-            cols = choice.fit_columns
-            # the final fit uses every row, the held-out ones included
-            v = validation[:, cols]
-            kept, beta = final_fit(choice, gram[np.ix_(cols, cols)] + v.T @ v,
-                                   xty[cols, k] + v.T @ values[held_out, k], n_rows + len(v))
-            locations = table[cols[kept]]
+            # the final fit uses every row, the held-out ones included; the weighted parts
+            # add up over the union of their columns (the constant, table row 0, first)
+            union = np.unique(np.concatenate([part.fit_columns for part in choice.parts]))
+            v = validation[:, union]
+            full_gram = gram[np.ix_(union, union)] + v.T @ v
+            full_xty = xty[union, k] + v.T @ values[held_out, k]
+            beta = np.zeros(len(union))
+            for part in choice.parts:
+                at = np.searchsorted(union, part.fit_columns)
+                kept, fit = final_fit(part, full_gram[np.ix_(at, at)], full_xty[at],
+                                      n_rows + len(v))
+                beta[at[kept]] += part.weight * fit
+            keep = np.flatnonzero(beta)
+            keep = keep if len(keep) and keep[0] == 0 else np.concatenate([[0], keep])
+            locations = table[union[keep]]
             chosen_locations.append(locations)
-            chosen_coefficients.append(beta)
-            meta["candidate"].append(choice.candidate)
-            meta["estimator"].append(choice.estimator)
+            chosen_coefficients.append(beta[keep])
+            lead = choice.parts[0]
+            meta["candidate"].append(lead.candidate)
+            meta["estimator"].append(lead.estimator)
+            meta["stack"].append([(part.candidate, part.weight) for part in choice.parts])
             meta["training_rows"].append(rows)
             meta["validation_r2"].append(choice.validation_r2)
-            meta["ridge_penalty"].append(choice.penalty)
+            meta["ridge_penalty"].append(lead.penalty)
             meta["n_terms"].append(len(locations))
         locations, coefficients = _stack_outputs(chosen_locations, chosen_coefficients,
                                                  table.shape[1])
@@ -432,8 +444,8 @@ def _exhaustive_fit(masks: np.ndarray, values: np.ndarray) -> _Fit:
 
 
 def _selection_metadata() -> dict:
-    return {"candidate": [], "estimator": [], "training_rows": [], "validation_r2": [],
-            "ridge_penalty": [], "n_terms": []}
+    return {"candidate": [], "estimator": [], "stack": [], "training_rows": [],
+            "validation_r2": [], "ridge_penalty": [], "n_terms": []}
 
 
 def _column_table(n: int, t: int, peeled, proxied, *, n_train: int):
