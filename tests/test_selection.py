@@ -247,3 +247,51 @@ def test_stacking_weighs_exact_and_indistinguishable_candidates():
                  [Candidate("a", np.arange(p + 1)), Candidate("b", np.arange(p + 1))])
     assert sum(part.weight for part in two.parts) == pytest.approx(1.0)
     assert two.validation_r2 == pytest.approx(one.validation_r2, abs=1e-9)
+
+
+def test_fixed_predictions_enter_the_stack_as_they_are():
+    rng = np.random.default_rng(6)
+    rows, held, p = 300, 200, 10
+    x = np.hstack([np.ones((rows, 1)), rng.choice([-1.0, 1.0], (rows, p))])
+    xv = np.hstack([np.ones((held, 1)), rng.choice([-1.0, 1.0], (held, p))])
+    beta = rng.normal(size=p + 1)
+    pair = xv[:, 1] * xv[:, 2]  # an interaction no candidate column holds
+    truth_v = xv @ beta + pair
+    truth = x @ beta + x[:, 1] * x[:, 2]
+    surrogate = select(x.T @ x, x.T @ truth, rows, xv, truth_v,
+                       [Candidate("first-order", np.arange(p + 1))],
+                       fixed={"oracle": truth_v})
+    lead = surrogate.parts[0]
+    assert (lead.candidate, lead.estimator, lead.weight) == ("oracle", "fixed", 1.0)
+    assert len(lead.columns) == 0 and surrogate.validation_r2 == pytest.approx(1.0)
+
+
+def test_proxy_trees_part_is_the_trees_own_spectrum(monkeypatch):
+    pytest.importorskip("lightgbm")
+    import spex_plugins.core.spex as spex_module
+
+    n = 12
+    w = np.random.default_rng(2).normal(size=n)
+
+    def f(masks):  # a threshold: what trees express and low-order terms do not
+        return np.tanh(3 * (masks @ w - w.sum() / 2))
+
+    fits, real_fit, real_select = [], tree_proxy.fit_proxy, spex_module.select
+
+    def fit_proxy(*args, **kwargs):
+        fits.append(real_fit(*args, **kwargs))
+        return fits[-1]
+
+    def trees_only(*args, fixed):  # no candidate but the trees, to see them in the result
+        return real_select(*args[:5], [], fixed=fixed)
+
+    monkeypatch.setattr(tree_proxy, "fit_proxy", fit_proxy)
+    monkeypatch.setattr(spex_module, "select", trees_only)
+    explanation = SPEX(max_order=3, random_state=0).explain(f, n, budget=1500, progress=False)
+    assert explanation.metadata["candidate"] == ["proxy trees"]
+    assert explanation.metadata["estimator"] == ["fixed"]
+    (fit,) = fits
+    test = fresh(n, 500)
+    np.testing.assert_allclose(explanation.predict(test),
+                               tree_proxy.evaluate_spectrum(test, fit.locations, fit.values),
+                               atol=1e-9)

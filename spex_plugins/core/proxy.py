@@ -39,6 +39,7 @@ __all__ = [
     "MIN_ROWS",
     "PROXY_MISSING",
     "ProxyFit",
+    "evaluate_spectrum",
     "fit_proxy",
     "proxy_available",
     "tree_spectrum",
@@ -308,8 +309,10 @@ class ProxyFit:
     validation_r2: float
 
 
-def _evaluate(masks: np.ndarray, locations: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``sum_k values[k] (-1)^<x, k>`` for bool masks (m, n) -> (m,)."""
+def evaluate_spectrum(masks: np.ndarray, locations: np.ndarray,
+                      values: np.ndarray) -> np.ndarray:
+    """``sum_k values[k] (-1)^<x, k>`` for bool masks (m, n) -> (m,); ``locations`` (s, d)
+    padded with -1, ``values`` (s,)."""
     padded = np.concatenate([masks, np.zeros((masks.shape[0], 1), dtype=bool)], axis=1)
     out = np.empty(masks.shape[0])
     step = max(1, 4_000_000 // max(1, locations.size))
@@ -447,6 +450,6 @@ def fit_proxy(
 
     y_val = y[val_rows]
     ss_tot = float(np.sum((y_val - y_val.mean()) ** 2))
-    ss_res = float(np.sum((y_val - _evaluate(masks[val_rows], locations, values)) ** 2))
+    ss_res = float(np.sum((y_val - evaluate_spectrum(masks[val_rows], locations, values)) ** 2))
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
     return ProxyFit(locations=locations, values=values, n_trees=n_trees, validation_r2=r2)

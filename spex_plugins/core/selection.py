@@ -104,7 +104,7 @@ class Selection:
     columns: np.ndarray
     penalty: float
     validation_r2: float
-    estimator: Literal["ridge", "lasso"] = "ridge"
+    estimator: Literal["ridge", "lasso", "fixed"] = "ridge"
     candidate_columns: np.ndarray | None = None
     weight: float = 1.0
 
@@ -125,12 +125,15 @@ class Surrogate:
 
 
 def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarray,
-           targets: np.ndarray, candidates: list[Candidate]) -> Surrogate:
+           targets: np.ndarray, candidates: list[Candidate], *,
+           fixed: dict[str, np.ndarray] | None = None) -> Surrogate:
     """Tune every candidate on the held-out masks and weigh the tuned fits by stacking.
 
     ``gram`` (p, p) and ``xty`` (p,): normal equations of the training rows over the column
     table; ``n_rows``: training rows; ``validation`` (V, p): characters of the held-out masks;
-    ``targets`` (V,): their model outputs.
+    ``targets`` (V,): their model outputs; ``fixed``: held-out predictions (V,) of surrogates
+    that are not refitted (the tree proxy's own spectrum), by name: they enter the stack as
+    they are, as parts with ``estimator="fixed"`` and no columns.
 
     Each candidate's setting (ridge penalty and prefix, or LASSO penalty) is the one with the
     fewest columns within ``TOLERANCE`` of its smallest held-out error. The held-out masks fall
@@ -176,6 +179,11 @@ def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarra
         tuned.append(Selection(candidate.name, columns, float(penalty), float(r2),
                                candidate.estimator, cols))
         out_of_fold.append(oof)
+    for name, predictions in (fixed or {}).items():
+        score = float(((targets - predictions) ** 2).sum())
+        r2 = 1.0 - score / sst if sst > floor else (1.0 if score <= floor else -np.inf)
+        tuned.append(Selection(name, np.zeros(0, np.int64), 0.0, float(r2), "fixed"))
+        out_of_fold.append(np.asarray(predictions, np.float64))
     weights = _stack(np.stack(out_of_fold, axis=1), targets, floor)
     order = np.argsort(-weights, kind="stable")
     parts = tuple(replace(tuned[i], weight=float(weights[i])) for i in order if weights[i] > 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import comb
 
 import numpy as np
@@ -27,7 +27,10 @@ DEFAULT_B = 8
 DENSE_MAX_COLUMNS = 1000
 """Largest dense low-order candidate (every set up to a degree) the validated refit tries."""
 PROXY_MAX_TERMS = 400
-"""Largest number of tree-proxy Fourier terms kept per output."""
+"""Largest number of tree-proxy Fourier terms per output that the regression candidates refit."""
+PROXY_TREE_TERMS = 4000
+"""Largest number of the proxy's own Fourier terms (its trees' spectrum, largest first) in the
+"proxy trees" candidate, which keeps the trees' coefficients as they are (no refit)."""
 REFITS = ("validated", "ridge", None)
 SUPPORTS = ("auto", "peeling", "proxy")
 
@@ -253,14 +256,16 @@ class SPEX:
                       for k in range(n_out)]
         proxy_seed = int(rng.integers(2 ** 31))
         proxied, proxy_note = [None] * n_out, "off"
+        trees = [None] * n_out
         if self.support in ("auto", "proxy"):
             if train.stop < tree_proxy.MIN_ROWS:
                 proxy_note = f"skipped: fewer than {tree_proxy.MIN_ROWS} training masks"
             elif tree_proxy.proxy_available():
-                proxied = [tree_proxy.fit_proxy(samples.masks[train], values[train, k],
-                                                max_degree=t, random_state=proxy_seed,
-                                                max_terms=PROXY_MAX_TERMS)
-                           for k in range(n_out)]
+                trees = [tree_proxy.fit_proxy(samples.masks[train], values[train, k],
+                                              max_degree=t, random_state=proxy_seed,
+                                              max_terms=PROXY_TREE_TERMS)
+                         for k in range(n_out)]
+                proxied = [_strongest(q, PROXY_MAX_TERMS) for q in trees]
                 proxy_note = "lightgbm"
             else:
                 proxy_note = "skipped: " + tree_proxy.PROXY_MISSING
@@ -275,27 +280,38 @@ class SPEX:
         chosen_locations, chosen_coefficients, meta = [], [], _selection_metadata()
         for k in range(n_out):
             candidates = _candidates(sources, k)
+            fixed = {}
+            if trees[k] is not None:  # the trees' own spectrum, as a fixed prediction
+                fixed["proxy trees"] = tree_proxy.evaluate_spectrum(
+                    samples.masks[held_out], trees[k].locations, trees[k].values)
             choices = [(select(gram, xty[:, k], n_rows, validation, values[held_out, k],
-                               candidates), gram, xty, n_rows, rows)
+                               candidates, fixed=fixed), gram, xty, n_rows, rows)
                        for rows, (gram, xty, n_rows) in row_sets.items()]
             choice, gram, xty, n_rows, rows = max(choices, key=lambda c: c[0].validation_r2)
             # the final fit uses every row, the held-out ones included; the weighted parts
             # add up over the union of their columns (the constant, table row 0, first)
-            union = np.unique(np.concatenate([part.fit_columns for part in choice.parts]))
+            refits = [part for part in choice.parts if part.estimator != "fixed"]
+            union = np.unique(np.concatenate([[0]] + [part.fit_columns for part in refits]))
             v = validation[:, union]
             full_gram = gram[np.ix_(union, union)] + v.T @ v
             full_xty = xty[union, k] + v.T @ values[held_out, k]
             beta = np.zeros(len(union))
-            for part in choice.parts:
+            for part in refits:
                 at = np.searchsorted(union, part.fit_columns)
                 kept, fit = final_fit(part, full_gram[np.ix_(at, at)], full_xty[at],
                                       n_rows + len(v))
                 beta[at[kept]] += part.weight * fit
             keep = np.flatnonzero(beta)
             keep = keep if len(keep) and keep[0] == 0 else np.concatenate([[0], keep])
-            locations = table[union[keep]]
+            locations, beta = table[union[keep]], beta[keep]
+            for part in choice.parts:
+                if part.estimator == "fixed":  # the proxy's trees, weighted
+                    locations, beta = _stack_outputs(
+                        [locations, trees[k].locations], [beta, part.weight * trees[k].values],
+                        table.shape[1])
+                    beta = beta.sum(axis=1)
             chosen_locations.append(locations)
-            chosen_coefficients.append(beta[keep])
+            chosen_coefficients.append(beta)
             lead = choice.parts[0]
             meta["candidate"].append(lead.candidate)
             meta["estimator"].append(lead.estimator)
@@ -507,6 +523,15 @@ def _candidates(sources: dict, k: int) -> list[Candidate]:
     if sources["dense"] is not None:
         out.append(Candidate("dense", _join(first, sources["dense"])))
     return out
+
+
+def _strongest(fit: tree_proxy.ProxyFit, count: int) -> tree_proxy.ProxyFit:
+    """The proxy's ``count`` largest terms (the empty set among them), in their order."""
+    empty = np.all(fit.locations < 0, axis=1)
+    rest = np.flatnonzero(~empty)
+    rest = rest[np.argsort(-np.abs(fit.values[rest]), kind="stable")[: count - 1]]
+    keep = np.sort(np.concatenate([np.flatnonzero(empty), rest]))
+    return replace(fit, locations=fit.locations[keep], values=fit.values[keep])
 
 
 def _join(*parts) -> np.ndarray:
