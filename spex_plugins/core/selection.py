@@ -175,22 +175,28 @@ def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarra
         others = np.argmin(total[None, :] - errors, axis=1)  # tuned without each fold
         oof = predictions[np.arange(len(targets)), others[folds]]
         score = float(((targets - oof) ** 2).sum())
-        r2 = 1.0 - score / sst if sst > floor else (1.0 if score <= floor else -np.inf)
+        r2 = _r2(score, sst, floor)
         tuned.append(Selection(candidate.name, columns, float(penalty), float(r2),
                                candidate.estimator, cols))
         out_of_fold.append(oof)
     for name, predictions in (fixed or {}).items():
         score = float(((targets - predictions) ** 2).sum())
-        r2 = 1.0 - score / sst if sst > floor else (1.0 if score <= floor else -np.inf)
+        r2 = _r2(score, sst, floor)
         tuned.append(Selection(name, np.zeros(0, np.int64), 0.0, float(r2), "fixed"))
         out_of_fold.append(np.asarray(predictions, np.float64))
-    weights = _stack(np.stack(out_of_fold, axis=1), targets, floor)
+    out_of_fold = np.stack(out_of_fold, axis=1)  # (V, candidates)
+    weights = _stack(out_of_fold, targets)
     order = np.argsort(-weights, kind="stable")
     parts = tuple(replace(tuned[i], weight=float(weights[i])) for i in order if weights[i] > 0)
-    stacked = np.stack(out_of_fold, axis=1) @ weights
-    score = float(((targets - stacked) ** 2).sum())
-    r2 = 1.0 - score / sst if sst > floor else (1.0 if score <= floor else -np.inf)
-    return Surrogate(parts, float(r2))
+    score = float(((targets - out_of_fold @ weights) ** 2).sum())
+    return Surrogate(parts, _r2(score, sst, floor))
+
+
+def _r2(error: float, sst: float, floor: float) -> float:
+    """1 - error / SST; on constant targets 1 for an exact fit, else -inf."""
+    if sst > floor:
+        return 1.0 - error / sst
+    return 1.0 if error <= floor else -np.inf
 
 
 def _ridge_prefixes(g: np.ndarray, r: np.ndarray, v: np.ndarray, n_rows: int,
@@ -222,7 +228,7 @@ def _ridge_prefixes(g: np.ndarray, r: np.ndarray, v: np.ndarray, n_rows: int,
     return np.hstack(predictions), np.concatenate(sizes), options
 
 
-def _stack(predictions: np.ndarray, targets: np.ndarray, floor: float) -> np.ndarray:
+def _stack(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Non-negative weights (F,) summing to one of the out-of-fold ``predictions`` (V, F)."""
     weights, _ = optimize.nnls(predictions, targets)
     if not weights.sum() > 0:  # nothing helps: the best single candidate
