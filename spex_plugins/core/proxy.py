@@ -42,6 +42,7 @@ __all__ = [
     "evaluate_spectrum",
     "fit_proxy",
     "proxy_available",
+    "strongest_terms",
     "tree_spectrum",
 ]
 
@@ -309,6 +310,15 @@ class ProxyFit:
     validation_r2: float
 
 
+def strongest_terms(locations: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
+    """Rows (sorted) of the ``count`` terms with the largest ``|values|``, the empty set (the
+    all ``-1`` row of ``locations`` (s, d)) always among them."""
+    empty = np.all(locations < 0, axis=1)
+    rest = np.flatnonzero(~empty)
+    rest = rest[np.argsort(-np.abs(values[rest]), kind="stable")[: count - 1]]
+    return np.sort(np.concatenate([np.flatnonzero(empty), rest]))
+
+
 def evaluate_spectrum(masks: np.ndarray, locations: np.ndarray,
                       values: np.ndarray) -> np.ndarray:
     """``sum_k values[k] (-1)^<x, k>`` for bool masks (m, n) -> (m,); ``locations`` (s, d)
@@ -438,9 +448,7 @@ def fit_proxy(
 
     locations, values = tree_spectrum(booster, n, max_degree=max_degree)
     empty = np.all(locations < 0, axis=1)
-    rest = np.flatnonzero(~empty)
-    rest = rest[np.argsort(-np.abs(values[rest]), kind="stable")[: max_terms - 1]]
-    keep = np.sort(np.concatenate([np.flatnonzero(empty), rest]))
+    keep = strongest_terms(locations, values, max_terms)
     locations, values = locations[keep], values[keep]
     if not empty.any():  # a zero mean: the empty set still leads the spectrum
         locations = np.concatenate([np.full((1, locations.shape[1]), _PAD), locations])

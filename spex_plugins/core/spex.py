@@ -527,10 +527,7 @@ def _candidates(sources: dict, k: int) -> list[Candidate]:
 
 def _strongest(fit: tree_proxy.ProxyFit, count: int) -> tree_proxy.ProxyFit:
     """The proxy's ``count`` largest terms (the empty set among them), in their order."""
-    empty = np.all(fit.locations < 0, axis=1)
-    rest = np.flatnonzero(~empty)
-    rest = rest[np.argsort(-np.abs(fit.values[rest]), kind="stable")[: count - 1]]
-    keep = np.sort(np.concatenate([np.flatnonzero(empty), rest]))
+    keep = tree_proxy.strongest_terms(fit.locations, fit.values, count)
     return replace(fit, locations=fit.locations[keep], values=fit.values[keep])
 
 
