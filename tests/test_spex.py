@@ -1,5 +1,7 @@
 """End-to-end behaviour of SPEX.explain and the FourierExplanation it returns."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -179,6 +181,35 @@ def test_a_budget_covering_every_mask_gives_the_exact_transform():
     for k, value in truth.items():
         assert got[k] == pytest.approx(value, abs=1e-12)
     assert explanation.validation_r2 == 1.0
+
+
+def test_small_n_is_exact_on_every_evaluated_mask_and_enumerates_the_border():
+    # degree-7 terms (beyond max_order=3) that no low-degree surrogate fits
+    f, truth = sparse_function(11, 25, max_degree=7, seed=4)
+    sent = []
+
+    def recorder(masks):
+        sent.append(masks.copy())
+        return f(masks)
+
+    explanation = SPEX(max_order=3, random_state=0).explain(recorder, 11, budget=900,
+                                                           progress=False)
+    masks = np.vstack(sent)
+    assert explanation.metadata["completed"] and len(masks) == 900 < 2 ** 11
+    np.testing.assert_allclose(explanation.predict(masks), f(masks), atol=1e-9)
+    sizes = masks.sum(axis=1)
+    for size in (0, 1, 2, 9, 10, 11):  # the border sizes fit in the room: all evaluated
+        assert (sizes == size).sum() == math.comb(11, size)
+    shapley = explanation.shapley_values()
+    assert shapley.sum() == pytest.approx(f(np.ones((1, 11), bool))[0]
+                                          - f(np.zeros((1, 11), bool))[0], abs=1e-9)
+
+
+def test_above_the_completion_limit_the_surrogate_stays_sparse():
+    f, _ = sparse_function(15, 10, max_degree=3, seed=5)
+    explanation = SPEX(max_order=3, random_state=0).explain(f, 15, budget=600, progress=False)
+    assert not explanation.metadata["completed"]
+    assert len(explanation.locations) < 200
 
 
 def test_masks_are_sent_once_in_batches():
