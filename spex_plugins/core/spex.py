@@ -403,7 +403,7 @@ def _sample(plan: BudgetPlan, n: int, t: int, n_groups: int,
     each other (the empty and the full mask first), the held-out ones last."""
     if plan.exhaustive:
         codes = np.arange(1 << n, dtype=np.int64)
-        masks = ((codes[:, None] >> np.arange(n)) & 1).astype(bool)
+        masks = _code_masks(codes, n)
         return _Samples(masks, masks, np.arange(len(masks)), None, 0,
                         np.array([0, len(masks) - 1]))
     design = None
@@ -435,17 +435,26 @@ def _border_masks(n: int, room: int, taken: np.ndarray) -> np.ndarray:
     """Every mask of the sizes nearest the empty and the full mask (sizes 1 and n - 1, then 2
     and n - 2, ...) not in ``taken``, whole sizes only, at most ``room`` of them."""
     codes = np.arange(1 << n, dtype=np.int64)
-    sizes = ((codes[:, None] >> np.arange(n)) & 1).sum(axis=1)
+    sizes = _code_masks(codes, n).sum(axis=1)
     used = np.zeros(1 << n, bool)
-    used[taken.astype(np.int64) @ (1 << np.arange(n, dtype=np.int64))] = True
+    used[_mask_codes(taken)] = True
     chosen = np.zeros(1 << n, bool)
     for size in range(1, (n + 1) // 2 + 1):
         level = ((sizes == size) | (sizes == n - size)) & ~used
         if chosen.sum() + level.sum() > room:
             break
         chosen |= level
-    picked = codes[chosen]
-    return ((picked[:, None] >> np.arange(n)) & 1).astype(bool)
+    return _code_masks(codes[chosen], n)
+
+
+def _mask_codes(masks: np.ndarray) -> np.ndarray:
+    """Integer code of each bool mask (m, n): bit q set where feature q is kept (n <= 62)."""
+    return masks.astype(np.int64) @ (1 << np.arange(masks.shape[1], dtype=np.int64))
+
+
+def _code_masks(codes: np.ndarray, n: int) -> np.ndarray:
+    """The bool masks (m, n) of integer codes (m,), the inverse of :func:`_mask_codes`."""
+    return ((np.asarray(codes, np.int64)[:, None] >> np.arange(n)) & 1).astype(bool)
 
 
 def _fresh_masks(n: int, count: int, taken: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -454,11 +463,10 @@ def _fresh_masks(n: int, count: int, taken: np.ndarray, rng: np.random.Generator
     if count <= 0:
         return np.zeros((0, n), bool)
     if n <= EXHAUSTIVE_MAX_N:  # draw codes without replacement from the 2^n masks
-        weights = 1 << np.arange(n, dtype=np.int64)
-        used = np.unique(taken.astype(np.int64) @ weights)
+        used = np.unique(_mask_codes(taken))
         free = np.setdiff1d(np.arange(1 << n, dtype=np.int64), used, assume_unique=True)
         codes = rng.choice(free, size=min(count, len(free)), replace=False)
-        return ((codes[:, None] >> np.arange(n)) & 1).astype(bool)
+        return _code_masks(codes, n)
     out = np.zeros((0, n), bool)
     while len(out) < count:  # collisions are rare for n > 20: one or two rounds
         draw = rng.random((count - len(out), n)) < 0.5
@@ -495,7 +503,7 @@ def _table_spectrum(n: int, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                           .any(axis=1))
     if not len(keep) or keep[0] != 0:
         keep = np.concatenate([[0], keep])
-    bits = (keep[:, None] >> np.arange(n)) & 1
+    bits = _code_masks(keep, n)
     width = max(1, int(bits.sum(axis=1).max()))
     locations = np.full((len(keep), width), -1, np.int64)
     rows, cols = np.nonzero(bits)
@@ -518,7 +526,7 @@ def _complete(n: int, masks: np.ndarray, values: np.ndarray, locations: np.ndarr
     spectrum = np.zeros((1 << n, coefficients.shape[1]))
     np.add.at(spectrum, codes, coefficients)
     table = fwht(spectrum, axis=0) * (1 << n)  # f(x) = sum_k F(k) (-1)^<x,k>
-    table[masks.astype(np.int64) @ weights] = values
+    table[_mask_codes(masks)] = values
     return _table_spectrum(n, table)
 
 
