@@ -854,12 +854,41 @@ def _fmt(value, spec=".3f") -> str:
     return format(value, spec)
 
 
+MEANS = ("r2", "r2_clean", "recall", "precision", "terms", "calls", "own_s")
+"""Row fields the R^2 tables average over seeds."""
+
+
+def _seed_means(rows: list[dict]) -> dict[tuple[str, int], dict[str, dict]]:
+    """{(case, budget): {peer: row}} with each peer's seeds merged into one row: the fields of
+    MEANS averaged over the seeds that ran ("ok"; calls and terms rounded), ``seeds`` their
+    count; a peer none of whose seeds ran keeps its first row (its status says why)."""
+    grouped: dict[tuple[str, int], dict[str, list[dict]]] = {}
+    for r in rows:
+        grouped.setdefault((r["case"], r["budget"]), {}).setdefault(r["peer"], []).append(r)
+    cells = {}
+    for key, by_peer in grouped.items():
+        cell = {}
+        for peer, runs in by_peer.items():
+            ok = [r for r in runs if r["status"] == "ok"]
+            merged = dict((ok or runs)[0], seeds=len(ok))
+            for name in MEANS:
+                got = [r[name] for r in ok if isinstance(r.get(name), int | float)]
+                if got and len(got) == len(ok):
+                    mean = float(np.mean(got))
+                    merged[name] = round(mean) if name in ("calls", "terms") else mean
+            cell[peer] = merged
+        cells[key] = cell
+    return cells
+
+
 def report(rows: list[dict], settings: dict, notes: list[str]) -> str:
     """Markdown: one row per case and budget, one column per method; best peer and margin."""
     lines = [f"# Faithfulness benchmark ({settings['started']}, library "
              f"{settings['library_commit']})", "", f"Command: `{settings['command']}`", "",
              "Held-out R^2 on 1,000 uniform random masks per case (the same masks for every "
-             "method). A cell is `R^2 (model calls)`; `-` not run, `err` failed (see notes). "
+             "method). A cell is `R^2 (model calls)`, the mean over the seeds that ran "
+             "(`(k/m)`: k of m seeds; the synthetic and own-time tables are seed means too); "
+             "`-` not run, `err` failed (see notes). "
              "'best peer' is the best method other than ours (this checkout's spex-plugins) and "
              "our previous estimator (spex-plugins@commit); margin = ours - best peer "
              "(negative: a loss); 'vs spex-plugins@commit' = ours - previous. Own times "
@@ -873,9 +902,11 @@ def report(rows: list[dict], settings: dict, notes: list[str]) -> str:
                   + "".join(f" vs {p} |" for p in previous),
                   "|---|---|---|" + "---|" * (len(peers) + 2 + len(previous))]
         keys = list(dict.fromkeys((r["case"], r["budget"]) for r in main))
+        n_seeds = len({r.get("seed") for r in main})
+        cells = _seed_means(main)
         for case, budget in sorted(keys, key=lambda k: (list(CASES).index(k[0])
                                                         if k[0] in CASES else 99, k[1])):
-            cell = {r["peer"]: r for r in main if (r["case"], r["budget"]) == (case, budget)}
+            cell = cells[case, budget]
             n = next((r["n"] for r in cell.values() if "n" in r), "-")
             texts = []
             for peer in peers:
@@ -887,7 +918,8 @@ def report(rows: list[dict], settings: dict, notes: list[str]) -> str:
                 elif r.get("r2") is None:
                     texts.append("no surrogate")
                 else:
-                    texts.append(f"{_fmt(r['r2'])} ({r['calls']:,})")
+                    texts.append(f"{_fmt(r['r2'])} ({r['calls']:,})" + (
+                        "" if r["seeds"] == n_seeds else f" ({r['seeds']}/{n_seeds})"))
             scores = {p: r["r2"] for p, r in cell.items() if r["status"] == "ok"
                       and isinstance(r.get("r2"), float) and not math.isnan(r["r2"])}
             others = [(r2, p) for p, r2 in scores.items() if not p.startswith(ours)]
@@ -898,7 +930,7 @@ def report(rows: list[dict], settings: dict, notes: list[str]) -> str:
             lines.append(f"| {case} | {n} | {budget:,} | " + " | ".join(texts) + " | "
                          + (f"{best[1]} {best[0]:.3f}" if best else "-") + f" | {margin} |"
                          + against)
-        synthetic = [r for r in main if "r2_clean" in r]
+        synthetic = [r for cell in cells.values() for r in cell.values() if "r2_clean" in r]
         if synthetic:
             lines += ["", "Synthetic cases: R^2 against the noiseless truth, Fourier support "
                       "recall / precision (terms kept).", "",
@@ -915,7 +947,7 @@ def report(rows: list[dict], settings: dict, notes: list[str]) -> str:
                   "|---|---|" + "---|" * len(peers)]
         for case, budget in sorted(keys, key=lambda k: (list(CASES).index(k[0])
                                                         if k[0] in CASES else 99, k[1])):
-            cell = {r["peer"]: r for r in main if (r["case"], r["budget"]) == (case, budget)}
+            cell = cells[case, budget]
             lines.append(f"| {case} | {budget:,} | " + " | ".join(
                 _fmt(cell[p].get("own_s"), ".2f") if p in cell and cell[p]["status"] == "ok"
                 else "-" for p in peers) + " |")

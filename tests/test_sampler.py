@@ -88,6 +88,16 @@ def test_masks_follow_the_design_and_bins_alias_frequencies():
             np.testing.assert_allclose(transformed[c, :, bins[c, w]], signatures[w])
 
 
+def test_the_doubled_design_starts_with_the_design():
+    design = SubsampleDesign.create(40, 3, 2, 4, np.random.default_rng(3))
+    doubled = design.doubled(np.random.default_rng(4))
+    assert doubled.b == 5 and doubled.n_groups == 2 and doubled.code is design.code
+    np.testing.assert_array_equal(doubled.matrices[:, :, :4], design.matrices)
+    # its first 2^b masks per (group, shift) are the design's own; the others are new
+    np.testing.assert_array_equal(doubled.masks()[:, :, :16], design.masks())
+    assert not np.array_equal(doubled.masks()[:, :, 16:], design.masks())
+
+
 def test_fwht_matches_dense_hadamard():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 16))

@@ -160,6 +160,56 @@ def test_the_whole_budget_is_spent(n, budget):
     assert explanation.n_samples == meta["n_design_masks"] + meta["n_uniform_masks"]
 
 
+def test_the_design_doubles_where_peeling_cannot_yet_resolve_the_interactions():
+    # 100 terms of degree <= 4 with normal coefficients over n = 1000 at 5,000 calls: the first
+    # design has 2 x 16 bins and peels a share of the interactions; the held-back masks double
+    # it (b = 4 -> 5). (With coefficients of similar sizes, as in sparse_function, the first
+    # design peels almost nothing and stays as it is: no evidence that more bins would help.)
+    n, budget = 1000, 5000
+    rng = np.random.default_rng(0)
+    locations = np.full((101, 4), -1)
+    for row in locations[1:]:
+        degree = rng.integers(1, 5)
+        row[:degree] = np.sort(rng.choice(n, degree, replace=False))
+    f = FourierExplanation(n, locations, rng.normal(size=101)).predict
+    calls = []
+
+    def counting(masks):
+        calls.append(len(masks))
+        return f(masks)
+
+    plan = SPEX().plan(n, budget)
+    assert (plan.n_groups, plan.b, plan.n_extension) == (2, 4, plan.n_design)
+    doubled = SPEX(random_state=0).explain(counting, n, budget=budget, progress=False)
+    meta = doubled.metadata
+    assert meta["design_extended"] and meta["b"] == 5
+    assert meta["n_design_masks"] == 2 * plan.n_design
+    assert sum(calls) == doubled.n_model_calls == budget
+    evidence = meta["design_evidence"]
+    assert evidence["interactions"][0] >= 0.1 and evidence["peeled"][0] <= 0.8
+    # the same budget with the first design kept (b given: no extension) is far less faithful
+    kept = SPEX(b=4, n_groups=2, random_state=0).explain(f, n, budget=budget, progress=False)
+    assert kept.metadata["design_extended"] is None and kept.metadata["b"] == 4
+    masks = held_out(n)
+    assert doubled.r2(masks, f(masks)) > 0.999 > kept.r2(masks, f(masks)) + 0.1
+    again = SPEX(random_state=0).explain(f, n, budget=budget, progress=False)
+    np.testing.assert_array_equal(again.locations, doubled.locations)
+    np.testing.assert_array_equal(again.coefficients, doubled.coefficients)
+
+
+def test_an_additive_function_keeps_the_uniform_masks():
+    n, budget = 1000, 5000
+    weights = np.random.default_rng(2).normal(size=n)
+    explanation = SPEX(random_state=0).explain(lambda m: m @ weights, n, budget=budget,
+                                               progress=False)
+    meta = explanation.metadata
+    assert meta["design_extended"] is False and meta["b"] == 4
+    assert meta["design_evidence"]["interactions"][0] < 0.1
+    assert explanation.n_model_calls == budget
+    assert meta["n_uniform_masks"] == budget - meta["n_design_masks"] + (
+        explanation.n_samples - explanation.n_model_calls)  # the design's repeated masks
+
+
 def test_older_refits_spend_only_the_design():
     f, _ = sparse_function(200, 20, seed=6)
     budget = 20_000

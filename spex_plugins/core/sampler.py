@@ -94,6 +94,12 @@ class SubsampleDesign:
                rng: np.random.Generator) -> SubsampleDesign:
         return cls(subsample_matrices(n, b, n_groups, rng), bch_code(n, max_order))
 
+    def doubled(self, rng: np.random.Generator) -> SubsampleDesign:
+        """The design at b + 1 with one new random column per matrix: its masks with
+        ``l < 2^b`` (the first half of axis 2 of :meth:`masks`) are this design's."""
+        column = subsample_matrices(self.n, 1, self.n_groups, rng)
+        return SubsampleDesign(np.concatenate([self.matrices, column], axis=2), self.code)
+
     @property
     def n(self) -> int:
         return self.matrices.shape[1]
