@@ -390,6 +390,24 @@ def test_fit_proxy_is_deterministic_and_truncates():
     assert only_mean.locations.tolist() == [[-1]]
 
 
+def test_fit_proxy_with_a_fixed_number_of_trees_trains_on_every_row():
+    rng = np.random.default_rng(2)
+    masks = rng.random((400, 20)) < 0.5
+    y = sparse_function(np.pad(masks, ((0, 0), (0, 30)))) + 0.05 * rng.normal(size=400)
+    stopped = fit_proxy(masks, y, max_degree=2, random_state=0)
+    refit = fit_proxy(masks, y, max_degree=2, random_state=0, n_trees=stopped.n_trees)
+    assert refit.n_trees == stopped.n_trees and np.isnan(refit.validation_r2)
+    again = fit_proxy(masks, y, max_degree=2, random_state=0, n_trees=stopped.n_trees)
+    np.testing.assert_array_equal(refit.values, again.values)
+    # the rows early stopping held out now train the trees too: they are fitted closer
+    def error(fit):
+        return np.mean((surrogate(masks, fit.locations, fit.values) - y) ** 2)
+
+    assert error(refit) < error(stopped)
+    with pytest.raises(ValueError, match="n_trees"):
+        fit_proxy(masks, y, max_degree=2, n_trees=0)
+
+
 def test_fit_proxy_single_feature_convention():
     masks = all_masks(8)
     fit = fit_proxy(masks, masks[:, 3].astype(float), max_degree=1, random_state=0)

@@ -282,7 +282,10 @@ def test_proxy_trees_part_is_the_trees_own_spectrum(monkeypatch):
 
     fits, real_fit, real_select = [], tree_proxy.fit_proxy, spex_module.select
 
+    rows = []
+
     def fit_proxy(*args, **kwargs):
+        rows.append(len(args[0]))
         fits.append(real_fit(*args, **kwargs))
         return fits[-1]
 
@@ -294,8 +297,14 @@ def test_proxy_trees_part_is_the_trees_own_spectrum(monkeypatch):
     explanation = SPEX(max_order=3, random_state=0).explain(f, n, budget=1500, progress=False)
     assert explanation.metadata["candidate"] == ["proxy trees"]
     assert explanation.metadata["estimator"] == ["fixed"]
-    (fit,) = fits
+    # the early-stopped fit on the training rows, then the same number of trees on every row
+    # (the held-out ones too), whose spectrum is the surrogate
+    stopped, refit = fits
+    assert rows == [explanation.n_samples - explanation.metadata["n_validation_masks"],
+                    explanation.n_samples]
+    assert refit.n_trees == stopped.n_trees and np.isnan(refit.validation_r2)
+    assert not np.isnan(stopped.validation_r2)
     test = fresh(n, 500)
     np.testing.assert_allclose(explanation.predict(test),
-                               tree_proxy.evaluate_spectrum(test, fit.locations, fit.values),
+                               tree_proxy.evaluate_spectrum(test, refit.locations, refit.values),
                                atol=1e-9)

@@ -364,11 +364,14 @@ def fit_proxy(
     random_state: int | None = None,
     max_terms: int = 600,
     validation_fraction: float = 0.2,
+    n_trees: int | None = None,
 ) -> ProxyFit:
     """Fit one LightGBM regression proxy to ``(masks, y)`` and return its sparse spectrum.
 
     A seeded ``validation_fraction`` of the rows is held out for early stopping (patience
-    20 rounds, at most 1000 rounds, learning rate 0.1); trees have ``max_depth = max_degree``
+    20 rounds, at most 1000 rounds, learning rate 0.1), or with ``n_trees`` every row trains
+    exactly that many rounds (e.g. the count an early-stopped fit chose, refitted on more
+    rows); trees have ``max_depth = max_degree``
     (so their spectrum has no term above that degree), at most 16 leaves and at least 5 rows
     per leaf; above 3,000 training rows every tree sees a bagged sample of 3,000. One thread,
     deterministic. The exact spectrum (:func:`tree_spectrum`) is cut to the ``max_terms``
@@ -389,12 +392,15 @@ def fit_proxy(
         Most Fourier terms returned (the empty set included), ``>= 1``.
     validation_fraction : float, keyword-only
         Share of the rows held out for early stopping, in ``(0, 0.5]``.
+    n_trees : int or None, keyword-only
+        Boosting rounds on all rows, without early stopping (``>= 1``); None: early stopping.
 
     Returns
     -------
     ProxyFit
         ``locations (s, d)``, ``values (s,)`` with ``s <= max_terms``, the number of trees
-        and the validation R^2 of the returned surrogate.
+        and the validation R^2 of the returned surrogate (NaN with ``n_trees``: no rows held
+        out).
 
     Raises
     ------
@@ -411,10 +417,12 @@ def fit_proxy(
     if not 0.0 < validation_fraction <= 0.5:
         raise ValueError(f"validation_fraction must be in (0, 0.5], got {validation_fraction}")
 
+    rounds = None if n_trees is None else _positive_int("n_trees", n_trees)
+
     m, n = masks.shape
     rng = np.random.default_rng(random_state)
     order = rng.permutation(m)
-    n_val = max(1, round(validation_fraction * m))
+    n_val = 0 if rounds else max(1, round(validation_fraction * m))
     val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
     seed = int(rng.integers(1, 2**31 - 1))
 
@@ -436,15 +444,18 @@ def fit_proxy(
         params.update(bagging_fraction=bag / len(train_rows), bagging_freq=1)
     data = masks.astype(np.float32)
     train = lgb.Dataset(data[train_rows], y[train_rows], params=params)
-    valid = lgb.Dataset(data[val_rows], y[val_rows], reference=train)
-    booster = lgb.train(
-        params,
-        train,
-        num_boost_round=1000,
-        valid_sets=[valid],
-        callbacks=[lgb.early_stopping(20, first_metric_only=True, verbose=False)],
-    )
-    n_trees = int(booster.best_iteration) or booster.num_trees()
+    if rounds:
+        booster = lgb.train(params, train, num_boost_round=rounds)
+    else:
+        valid = lgb.Dataset(data[val_rows], y[val_rows], reference=train)
+        booster = lgb.train(
+            params,
+            train,
+            num_boost_round=1000,
+            valid_sets=[valid],
+            callbacks=[lgb.early_stopping(20, first_metric_only=True, verbose=False)],
+        )
+    rounds = rounds or int(booster.best_iteration) or booster.num_trees()
 
     locations, values = tree_spectrum(booster, n, max_degree=max_degree)
     empty = np.all(locations < 0, axis=1)
@@ -457,7 +468,7 @@ def fit_proxy(
     locations = np.ascontiguousarray(locations[:, :width])
 
     y_val = y[val_rows]
-    ss_tot = float(np.sum((y_val - y_val.mean()) ** 2))
+    ss_tot = float(np.sum((y_val - y_val.mean()) ** 2)) if n_val else 0.0
     ss_res = float(np.sum((y_val - evaluate_spectrum(masks[val_rows], locations, values)) ** 2))
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
-    return ProxyFit(locations=locations, values=values, n_trees=n_trees, validation_r2=r2)
+    return ProxyFit(locations=locations, values=values, n_trees=rounds, validation_r2=r2)
