@@ -668,8 +668,8 @@ def main(argv=None) -> None:
                         help=f"peers (default {' '.join(PEERS)}; index section: "
                              f"{' '.join(INDEX_PEERS)})")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
-                        help="seeds of the index section (the faithfulness section uses the "
-                             "first)")
+                        help="seeds of both sections (shapiq's SPEX and ProxySPEX: the first "
+                             "only); the R^2 tables show seed means")
     parser.add_argument("--slow-max-budget", type=int, default=SLOW_MAX_BUDGET,
                         help="largest budget given to shapiq's SPEX and ProxySPEX")
     parser.add_argument("--library", default=None,
@@ -769,12 +769,17 @@ def main(argv=None) -> None:
                                  "(--slow-max-budget): minutes of own work per run here.")
             if not run_budgets:
                 continue
-            spec = {"section": "faithfulness", "case": name, "peer": peer,
-                    "budgets": run_budgets, "seed": seeds[0], "cache": cache,
-                    "library": args.library if peer == previous else None,
-                    "fingerprint": fingerprint}
-            rows.extend(run_worker(spec, args.timeout, say))
-            save()
+            run_seeds = seeds[:1] if peer in SLOW_PEERS else seeds
+            if len(run_seeds) < len(seeds):
+                notes.append(f"{name}: {peer} run with seed {run_seeds[0]} only "
+                             "(--slow-max-budget; minutes per run).")
+            for seed in run_seeds:
+                spec = {"section": "faithfulness", "case": name, "peer": peer,
+                        "budgets": run_budgets, "seed": seed, "cache": cache,
+                        "library": args.library if peer == previous else None,
+                        "fingerprint": fingerprint}
+                rows.extend(run_worker(spec, args.timeout, say))
+                save()
     for game in games:
         fingerprint = _fingerprint("index", game)
         for peer in index_peers:
@@ -814,8 +819,7 @@ def merge(paths: list[str], out: str | None) -> None:
     notes = list(dict.fromkeys(note for run in runs for note in run["notes"]))
     latest: dict[tuple, dict] = {}  # a later file's row replaces an earlier one's
     for row in (row for run in runs for row in run["rows"]):
-        seed = row.get("seed") if row["section"] == "index" else None  # one seed there
-        latest[(row["section"], row["case"], row["peer"], row["budget"], seed,
+        latest[(row["section"], row["case"], row["peer"], row["budget"], row.get("seed"),
                 row.get("index"))] = row
     rows = list(latest.values())
     with open(out, "w") as fh:

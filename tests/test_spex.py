@@ -147,13 +147,19 @@ def test_the_whole_budget_is_spent(n, budget):
     assert sum(calls) == explanation.n_model_calls == budget
     meta = explanation.metadata
     # the design is the largest b that fits in DESIGN_SHARE of the budget, if any, with 3
-    # groups or 2, whichever gives the larger b (3 on a tie)
+    # groups or 2, whichever reaches the larger b once doubled where the doubled design fits
+    # in EXTENDED_SHARE (and n > 14), then whichever starts larger (3 on a tie)
     fitting = {c: [b for b in range(3, 21) if c * n_shifts(n, 5) * 2 ** b <= 0.5 * budget]
                for c in (3, 2)}
     best = {c: max(bs) if bs else -1 for c, bs in fitting.items()}
-    groups = 3 if best[3] >= best[2] else 2
+    room = budget - meta["n_validation_masks"] - 2 - 16
+    reach = {c: b + (n > 14 and b >= 0
+                     and c * n_shifts(n, 5) * 2 ** (b + 1) <= min(room, 0.75 * budget))
+             for c, b in best.items()}
+    groups = 3 if (reach[3], best[3]) >= (reach[2], best[2]) else 2
     assert meta["n_groups"] == groups
-    assert meta["b"] == (best[groups] if best[groups] >= 0 else None)
+    doubled = bool(meta["design_extended"])
+    assert meta["b"] == (best[groups] + doubled if best[groups] >= 0 else None)
     assert meta["n_design_masks"] == (groups * n_shifts(n, 5) * 2 ** meta["b"]
                                       if meta["b"] else 0)
     assert meta["n_validation_masks"] == min(max(16, round(0.15 * budget)), budget - 16)

@@ -10,14 +10,19 @@ With the validated refit (the default) a budget B is spent whole:
 3. The BCH design takes the largest b with ``C * P * 2^b <= DESIGN_SHARE * B`` (at least
    ``MIN_B``); when even ``MIN_B`` does not fit there is no design and the support comes from
    the regression candidates alone. With ``n_groups=None`` (the default) C is 3 or 2,
-   whichever gives the larger b (3 on a tie): bins per group matter more than groups. Measured
+   whichever reaches the larger b, counting the doubling of rule 5, then whichever starts
+   with the larger b (3 on a tie): bins per group matter more than groups. Measured
    on sparse functions (degree <= 4, 10% white noise, R^2 against the noiseless truth, mean
    of 2 seeds): where C = 2 gains a b it wins (n = 100, 150 terms, 10k calls: 0.93 vs 0.57;
    n = 1000, 100 terms, 10k: 0.94 vs 0.74), where both get the same b C = 3 wins (n = 1000,
-   50 terms, 10k: 0.97 vs 0.88).
+   50 terms, 10k: 0.97 vs 0.88). Counting the doubling (seeds 0-2, mean held-out R^2, C = 3
+   -> 2 where only C = 2 can double): VADER-253 at 5k / 10k calls 0.402 / 0.518 -> 0.468 /
+   0.508, VADER-564 0.066 / 0.066 -> 0.064 / 0.078, digits and VADER-45 at 2k 0.967 / 0.986
+   -> 0.965 / 0.983.
 4. Everything left is uniform random training masks, the empty and the full mask among them
    (their model values make the Shapley values efficient).
-5. The design may double once the first masks are in: when a design at b + 1 (the same
+5. The design may double once the first masks are in: for n >= ``DOUBLING_MIN_N``, when a
+   design at b + 1 (the same
    groups; its first half is the design at b) fits in ``EXTENDED_SHARE`` of the budget,
    ``n_extension`` (= the design's size) of the uniform training masks are held back until
    the design's samples have been peeled. If the recovered interactions carry a sizeable share
@@ -47,6 +52,7 @@ from .sampler import MAX_B, MIN_B, n_shifts, sample_count
 __all__ = [
     "DEFAULT_GROUPS",
     "DESIGN_SHARE",
+    "DOUBLING_MIN_N",
     "EXHAUSTIVE_MAX_N",
     "EXTENDED_SHARE",
     "GROUP_CHOICES",
@@ -62,6 +68,9 @@ DESIGN_SHARE = 0.5
 """Largest share of the budget the BCH design takes before its extension (see 5. above)."""
 EXTENDED_SHARE = 0.75
 """Largest share of the budget the BCH design takes once doubled."""
+DOUBLING_MIN_N = 15
+"""Smallest n whose design may double; for fewer features the surrogate is completed on all
+2^n masks instead (``spex_plugins.core.spex.COMPLETION_MAX_N``)."""
 VALIDATION_SHARE = 0.15
 """Share of the budget held out (uniform masks) to choose the surrogate."""
 MIN_VALIDATION = 16
@@ -124,7 +133,8 @@ def plan_budget(n: int, t: int, n_groups: int | None, budget: int | None, *,
     (validated refit) or all of it (older refits); without ``b`` the older refits use
     ``default_b`` (callers pass a budget: :func:`spex_plugins.core.settings.default_budget`).
     ``n_groups=None`` chooses C among ``GROUP_CHOICES`` for the validated refit: the one whose
-    design gets the most bins per group (the largest b), the first on a tie; the older refits
+    design reaches the most bins per group (the largest b, doubled where ``n_extension``
+    allows), then the one that starts with the larger b, the first on a tie; the older refits
     use ``DEFAULT_GROUPS``. Raises ValueError, naming ``budget_name`` and stating the minimum,
     for a budget that is too small, or for an explicit ``b`` whose design does not fit.
     """
@@ -134,7 +144,8 @@ def plan_budget(n: int, t: int, n_groups: int | None, budget: int | None, *,
         else:
             plans = [plan_budget(n, t, c, budget, refit=refit, budget_name=budget_name,
                                  use_design=use_design) for c in GROUP_CHOICES]
-            return max(plans, key=lambda plan: -1 if plan.b is None else plan.b)
+            return max(plans, key=lambda plan: (-1, -1) if plan.b is None else
+                       (plan.b + (plan.n_extension > 0), plan.b))
     minimum = minimum_budget(n, t, n_groups, refit=refit)
     if budget is not None:
         budget = int(budget)
@@ -179,7 +190,7 @@ def plan_budget(n: int, t: int, n_groups: int | None, budget: int | None, *,
         design_b = None
     size = 0 if design_b is None else sample_count(n, t, n_groups, design_b)
     extension = 0
-    if b is None and design_b is not None and design_b < MAX_B \
+    if b is None and design_b is not None and design_b < MAX_B and n >= DOUBLING_MIN_N \
             and 2 * size <= min(room - MIN_TRAIN, EXTENDED_SHARE * budget):
         extension = size
     return BudgetPlan(budget, n_groups, design_b, size, budget - size, n_validation, False,

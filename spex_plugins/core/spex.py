@@ -12,7 +12,7 @@ import numpy as np
 from ..runtime import ValueFunction, evaluate, unique_masks
 from ..runtime.masks import unique_rows
 from . import proxy as tree_proxy
-from .budget import EXHAUSTIVE_MAX_N, BudgetPlan, minimum_budget, plan_budget
+from .budget import DOUBLING_MIN_N, EXHAUSTIVE_MAX_N, BudgetPlan, minimum_budget, plan_budget
 from .fourier import FourierExplanation, characters
 from .peeling import PeelResult, peel
 from .refit import design_moments, refit_columns, ridge_refit
@@ -31,7 +31,7 @@ PROXY_MAX_TERMS = 400
 PROXY_TREE_TERMS = 4000
 """Largest number of the proxy's own Fourier terms (its trees' spectrum, largest first) in the
 "proxy trees" candidate, which keeps the trees' coefficients as they are (no refit)."""
-COMPLETION_MAX_N = 14
+COMPLETION_MAX_N = DOUBLING_MIN_N - 1
 """Largest n whose validated surrogate is completed: its values on all 2^n masks (at most
 16,384), the model's own where evaluated, transformed back (see :func:`_complete`)."""
 BORDER_SHARE = 0.5
@@ -191,8 +191,7 @@ class SPEX:
         plan = self.plan(n, budget, budget_name)
         began = time.perf_counter()
         rng = np.random.default_rng(self.random_state)
-        # the design may double once its samples are peeled (small n: never, see COMPLETION_MAX_N)
-        extension = plan.n_extension if n > COMPLETION_MAX_N else 0
+        extension = plan.n_extension  # the design may double once its samples are peeled
         samples = _sample(plan, n, t, plan.n_groups, rng, hold_back=extension)
         sampled = time.perf_counter()
 
