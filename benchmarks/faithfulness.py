@@ -830,14 +830,16 @@ def merge(paths: list[str], out: str | None) -> None:
 
 
 def reuse_rows(path: str, rows: list[dict]) -> list[dict]:
-    """Rows of an earlier run for (section, case, peer) pairs not in ``rows``, when the case
+    """Rows of an earlier run for (section, case, peer) triples not in ``rows``, in the
+    sections ``rows`` has (a run of one section reuses nothing of the other), when the case
     fingerprint matches."""
     with open(path) as fh:
         earlier = json.load(fh)["rows"]
     have = {(r["section"], r["case"], r["peer"]) for r in rows}
+    sections = {r["section"] for r in rows}
     prints = {(r["section"], r["case"]): r["fingerprint"] for r in rows}
     return [dict(r, reused_from=path) for r in earlier
-            if (r["section"], r["case"], r["peer"]) not in have
+            if r["section"] in sections and (r["section"], r["case"], r["peer"]) not in have
             and prints.get((r["section"], r["case"]), r["fingerprint"]) == r["fingerprint"]]
 
 
