@@ -96,6 +96,9 @@ class SPEX:
         ``explanation.validation_r2`` is its held-out R^2. For n <= ``COMPLETION_MAX_N`` half
         of the training masks enumerate the border sizes (see ``BORDER_SHARE``) and the
         surrogate is completed: exact on every evaluated mask (``metadata["completed"]``).
+        For larger n the design may double in a second stage when its peeled interactions
+        call for more bins (:func:`extends_design`; ``metadata["design_extended"]`` and
+        ``["design_evidence"]``, None where the budget leaves no room for it).
         "ridge": the earlier refit of the peeled support plus all first-order terms on the
         design samples only; None: raw peeled values.
     support : {"auto", "peeling", "proxy"}
