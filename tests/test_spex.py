@@ -216,6 +216,47 @@ def test_an_additive_function_keeps_the_uniform_masks():
         explanation.n_samples - explanation.n_model_calls)  # the design's repeated masks
 
 
+def test_few_rows_per_feature_average_five_fits_on_disjoint_held_out_folds(monkeypatch):
+    import spex_plugins.core.spex as spex_module
+
+    # n = 300 at 600 calls: no design fits, 510 training rows < 4 per feature
+    n, budget = 300, 600
+    f, _ = sparse_function(n, 40, max_degree=2, seed=5)
+    fits, held_out_rows = [], []
+    real = spex_module.SPEX._validated_fit
+
+    def recording(self, samples, values, *args, **kwargs):
+        held_out_rows.append({tuple(np.flatnonzero(m)) for m in
+                              samples.masks[samples.n_train_rows:]})
+        assert not kwargs["first_order_ridge"]
+        fits.append(real(self, samples, values, *args, **kwargs))
+        return fits[-1]
+
+    monkeypatch.setattr(spex_module.SPEX, "_validated_fit", recording)
+    explanation = SPEX(random_state=0).explain(f, n, budget=budget, progress=False)
+    meta = explanation.metadata
+    assert meta["b"] is None and explanation.n_model_calls == budget
+    assert len(fits) == 5 and len(meta["committee"]) == 5
+    # the folds are disjoint, cover every uniform mask but the two endpoints, and never hold
+    # out an endpoint
+    assert sum(len(rows) for rows in held_out_rows) == budget - 2
+    assert len(set().union(*held_out_rows)) == budget - 2
+    assert () not in set().union(*held_out_rows)
+    # the surrogate is the fits' average; its validation R^2 the mean of theirs
+    masks = held_out(n, 500)
+    average = np.mean([FourierExplanation(n, fit.locations, fit.coefficients[:, 0]).predict(masks)
+                       for fit in fits], axis=0)
+    np.testing.assert_allclose(explanation.predict(masks), average, atol=1e-9)
+    assert explanation.validation_r2 == pytest.approx(
+        np.mean([fit.metadata["validation_r2"][0] for fit in fits]))
+    monkeypatch.undo()
+    again = SPEX(random_state=0).explain(f, n, budget=budget, progress=False)
+    np.testing.assert_array_equal(again.coefficients, explanation.coefficients)
+    # with more rows per feature (or a design) there is one fit
+    single = SPEX(random_state=0).explain(f, n, budget=2000, progress=False)
+    assert "committee" not in single.metadata
+
+
 def test_older_refits_spend_only_the_design():
     f, _ = sparse_function(200, 20, seed=6)
     budget = 20_000
