@@ -112,7 +112,10 @@ class SPEX:
         surrogate is completed: exact on every evaluated mask (``metadata["completed"]``).
         For larger n the design may double in a second stage when its peeled interactions
         call for more bins (:func:`extends_design`; ``metadata["design_extended"]`` and
-        ``["design_evidence"]``, None where the budget leaves no room for it).
+        ``["design_evidence"]``, None where the budget leaves no room for it). Without a
+        design and with fewer than ``COMMITTEE_ROWS_PER_FEATURE`` training rows per feature the
+        surrogate averages ``COMMITTEE_FOLDS`` such fits, each held out on its own fold of the
+        uniform masks (``metadata["committee"]``).
         "ridge": the earlier refit of the peeled support plus all first-order terms on the
         design samples only; None: raw peeled values.
     support : {"auto", "peeling", "proxy"}
