@@ -8,7 +8,7 @@ import pytest
 from spex_plugins import SPEX
 from spex_plugins.core import proxy as tree_proxy
 from spex_plugins.core.fourier import characters
-from spex_plugins.core.selection import Candidate, final_fit, lasso_path, select
+from spex_plugins.core.selection import Candidate, final_fit, lasso_cv, lasso_path, select
 
 
 def linear_plus_hash_noise(n, seed=0, noise=1.0):
@@ -230,6 +230,31 @@ def test_lasso_candidate_is_chosen_and_refitted_with_its_nonzero_terms():
     kept, beta = final_fit(choice, x.T @ x, x.T @ y, rows)
     assert kept[0] == 0 and np.all(beta[1:] != 0)
     np.testing.assert_allclose(beta[:4], [4.0, 3.0, -2.0, 1.0], atol=0.25)
+
+
+def test_lasso_cv_matches_scikit_learn_on_the_same_folds_and_penalties():
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    rows, p = 300, 40
+    x, y = _lasso_problem(rows, p, seed=3)
+    order = np.random.default_rng(0).permutation(rows)
+    folds = np.array_split(order[10:], 5)  # the first 10 rows of ``order`` always train
+    beta, oof, penalty = lasso_cv(x, y, folds)
+    penalties, _ = lasso_path(x.T @ x, x.T @ y, rows)
+    assert penalty in penalties and penalties[-1] < penalty < penalties[0]
+    # scikit-learn's objective 1/(2m) |y - Xb|^2 + alpha |b|_1 is ours at alpha = penalty
+    splits = [(np.setdiff1d(np.arange(rows), held), held) for held in folds]
+    reference = linear_model.LassoCV(alphas=penalties, cv=splits, tol=1e-12,
+                                     max_iter=100_000).fit(x[:, 1:], y)
+    assert reference.alpha_ == pytest.approx(penalty)
+    np.testing.assert_allclose(beta[1:], reference.coef_, atol=1e-6)
+    assert beta[0] == pytest.approx(reference.intercept_, abs=1e-6)
+    # the out-of-fold predictions: each fold by the fit on the other rows at that penalty
+    held = folds[2]
+    at = sum(len(f) for f in folds[:2])
+    train = np.setdiff1d(np.arange(rows), held)
+    _, own = lasso_path(x[train].T @ x[train], x[train].T @ y[train], len(train),
+                        penalties=np.array([penalty]))
+    np.testing.assert_allclose(oof[at:at + len(held)], x[held] @ own[:, 0], atol=1e-9)
 
 
 def test_stacking_weighs_exact_and_indistinguishable_candidates():

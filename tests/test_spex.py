@@ -242,13 +242,19 @@ def test_few_rows_per_feature_average_five_fits_on_disjoint_held_out_folds(monke
     assert sum(len(rows) for rows in held_out_rows) == budget - 2
     assert len(set().union(*held_out_rows)) == budget - 2
     assert () not in set().union(*held_out_rows)
-    # the surrogate is the fits' average; its validation R^2 the mean of theirs
+    # the surrogate is the fits' average, weighted against a first-order LASSO by stacking
+    (name, share), (lasso_name, lasso_share) = meta["committee_stack"][0]
+    assert (name, lasso_name) == ("committee", "first-order lasso cv")
+    assert share >= 0 and lasso_share >= 0 and share + lasso_share == pytest.approx(1.0)
     masks = held_out(n, 500)
     average = np.mean([FourierExplanation(n, fit.locations, fit.coefficients[:, 0]).predict(masks)
                        for fit in fits], axis=0)
-    np.testing.assert_allclose(explanation.predict(masks), average, atol=1e-9)
-    assert explanation.validation_r2 == pytest.approx(
-        np.mean([fit.metadata["validation_r2"][0] for fit in fits]))
+    rest = explanation.predict(masks) - share * average
+    first_order = np.hstack([np.ones((len(masks), 1)), 1.0 - 2.0 * masks])
+    residual = rest - first_order @ np.linalg.lstsq(first_order, rest, rcond=None)[0]
+    assert np.abs(residual).max() < 1e-8  # what is not the committee is first order
+    assert meta["committee"] == [fit.metadata["validation_r2"] for fit in fits]
+    assert -1.0 < explanation.validation_r2 <= 1.0
     monkeypatch.undo()
     again = SPEX(random_state=0).explain(f, n, budget=budget, progress=False)
     np.testing.assert_array_equal(again.coefficients, explanation.coefficients)

@@ -46,7 +46,7 @@ import numpy as np
 from scipy import linalg, optimize
 
 __all__ = ["PENALTIES", "TOLERANCE", "Candidate", "Selection", "Surrogate", "final_fit",
-           "lasso_path", "ridge_solve", "select"]
+           "lasso_cv", "lasso_path", "ridge_solve", "select", "stack_weights"]
 
 PENALTIES = (1e-9, 1e-3, 1e-2, 1e-1, 1.0)
 """Ridge penalties tried, in units of the number of training rows (a penalty of 1 shrinks an
@@ -118,10 +118,12 @@ class Selection:
 @dataclass(frozen=True)
 class Surrogate:
     """The surrogate of one output: tuned candidate fits (heaviest first) whose weights sum to
-    one, and the held-out R^2 of their weighted out-of-fold predictions."""
+    one, the held-out R^2 of their weighted out-of-fold predictions, and these predictions
+    (V,)."""
 
     parts: tuple[Selection, ...]
     validation_r2: float
+    predictions: np.ndarray
 
 
 def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarray,
@@ -185,11 +187,12 @@ def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarra
         tuned.append(Selection(name, np.zeros(0, np.int64), 0.0, float(r2), "fixed"))
         out_of_fold.append(np.asarray(predictions, np.float64))
     out_of_fold = np.stack(out_of_fold, axis=1)  # (V, candidates)
-    weights = _stack(out_of_fold, targets)
+    weights = stack_weights(out_of_fold, targets)
     order = np.argsort(-weights, kind="stable")
     parts = tuple(replace(tuned[i], weight=float(weights[i])) for i in order if weights[i] > 0)
-    score = float(((targets - out_of_fold @ weights) ** 2).sum())
-    return Surrogate(parts, _r2(score, sst, floor))
+    stacked = out_of_fold @ weights
+    score = float(((targets - stacked) ** 2).sum())
+    return Surrogate(parts, _r2(score, sst, floor), stacked)
 
 
 def _r2(error: float, sst: float, floor: float) -> float:
@@ -228,7 +231,7 @@ def _ridge_prefixes(g: np.ndarray, r: np.ndarray, v: np.ndarray, n_rows: int,
     return np.hstack(predictions), np.concatenate(sizes), options
 
 
-def _stack(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+def stack_weights(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Non-negative weights (F,) summing to one of the out-of-fold ``predictions`` (V, F)."""
     weights, _ = optimize.nnls(predictions, targets)
     if not weights.sum() > 0:  # nothing helps: the best single candidate
@@ -243,6 +246,29 @@ def _fold_sums(squares: np.ndarray, folds: np.ndarray) -> np.ndarray:
     sums = np.zeros((CROSS_FOLDS, squares.shape[1]))
     np.add.at(sums, folds, squares)
     return sums
+
+
+def lasso_cv(features: np.ndarray, targets: np.ndarray,
+             folds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
+    """K-fold cross-validated LASSO (as scikit-learn's ``LassoCV``): one penalty path for all
+    folds, the penalty with the smallest error summed over the folds, refitted on every row.
+
+    ``features`` (m, p): characters of the rows, the constant (column 0, unpenalised) first;
+    ``targets`` (m,); ``folds``: disjoint row indices, each held out once (rows in no fold
+    always train). Returns (coefficients (p,) on all rows, out-of-fold predictions (rows of the
+    folds, in their order), penalty per training row)."""
+    gram, xty = features.T @ features, features.T @ targets
+    penalties, path = lasso_path(gram, xty, len(targets))
+    errors, predictions = np.zeros(len(penalties)), []
+    for held in folds:
+        x, y = features[held], targets[held]
+        _, beta = lasso_path(gram - x.T @ x, xty - x.T @ y, len(targets) - len(held),
+                             penalties=penalties)
+        predictions.append(x @ beta)  # (held, L)
+        errors += ((y[:, None] - predictions[-1]) ** 2).sum(axis=0)
+    best = int(np.argmin(errors))
+    return path[:, best], np.concatenate([p[:, best] for p in predictions]), float(
+        penalties[best])
 
 
 def final_fit(selection: Selection, gram: np.ndarray, xty: np.ndarray,

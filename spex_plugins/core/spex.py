@@ -17,7 +17,7 @@ from .fourier import FourierExplanation, characters
 from .peeling import PeelResult, peel
 from .refit import design_moments, refit_columns, ridge_refit
 from .sampler import MAX_B, MIN_B, SubsampleDesign
-from .selection import Candidate, final_fit, select
+from .selection import Candidate, final_fit, lasso_cv, select, stack_weights
 from .transforms import fwht
 
 __all__ = ["SPEX", "ProxySPEX"]
@@ -312,32 +312,56 @@ class SPEX:
 
     def _committee_fit(self, samples: _Samples, values: np.ndarray, n: int, t: int,
                        rng: np.random.Generator) -> _Fit:
-        """The average of ``COMMITTEE_FOLDS`` validated fits (uniform masks only, no design):
-        the random masks beside the two endpoints fall in that many folds, and each fit holds
-        out one fold and trains on the rest (the endpoints always train). The metadata are the
-        first fit's, with ``validation_r2`` the mean of the fits' and ``metadata["committee"]``
-        every fit's ``validation_r2``."""
+        """``COMMITTEE_FOLDS`` validated fits, averaged, stacked with a cross-validated
+        first-order LASSO: the random masks beside the two endpoints fall in that many folds,
+        each fit holds out one fold and trains on the rest (the endpoints always train), and
+        the same folds cross-validate the LASSO (:func:`lasso_cv`). Non-negative least squares
+        on the two out-of-fold predictions weighs the committee's average against the LASSO
+        (``metadata["committee_stack"]``); ``validation_r2`` is the R^2 of the weighted
+        out-of-fold predictions and ``metadata["committee"]`` every fit's. The other metadata
+        are the first fit's."""
         start = samples.n_design + 2  # the endpoints stay training rows
         movable = np.arange(start, len(samples.masks))
+        folds = np.array_split(movable, COMMITTEE_FOLDS)
         fits = []
-        for held in np.array_split(movable, COMMITTEE_FOLDS):
+        for held in folds:
             order = np.concatenate([np.arange(start), np.setdiff1d(movable, held), held])
             rotated = replace(samples, masks=samples.masks[order],
                               inverse=samples.inverse[order], n_validation=len(held))
             fits.append(self._validated_fit(rotated, values[order], n, t, rng,
                                             first_order_ridge=False))
-        width = max(fit.locations.shape[1] for fit in fits)
-        locations, inverse = np.unique(np.vstack([_pad(fit.locations, width) for fit in fits]),
+        began = time.perf_counter()
+        first_order = np.full((n + 1, max(fit.locations.shape[1] for fit in fits)), -1)
+        first_order[1:, 0] = np.arange(n)
+        features = characters(samples.masks, first_order[:, :1])
+        committee_oof = np.concatenate([fit.held_out for fit in fits])  # (movable, K)
+        targets = values[movable]
+        lasso, stack, scores = [], [], []
+        shares = np.empty(values.shape[1])  # the committee's weight per output
+        for k in range(values.shape[1]):
+            beta, oof, _ = lasso_cv(features, values[:, k], folds)
+            weights = stack_weights(np.stack([committee_oof[:, k], oof], axis=1), targets[:, k])
+            stacked = np.stack([committee_oof[:, k], oof], axis=1) @ weights
+            sst = float(((targets[:, k] - targets[:, k].mean()) ** 2).sum())
+            scores.append(1.0 - float(((targets[:, k] - stacked) ** 2).sum()) / max(sst, 1e-300))
+            lasso.append(weights[1] * beta)
+            stack.append([("committee", float(weights[0])),
+                          ("first-order lasso cv", float(weights[1]))])
+            shares[k] = weights[0]
+        locations, inverse = np.unique(np.vstack([_pad(fit.locations, first_order.shape[1])
+                                                  for fit in fits] + [first_order]),
                                        axis=0, return_inverse=True)
         coefficients = np.zeros((len(locations), values.shape[1]))
-        np.add.at(coefficients, inverse.reshape(-1),
-                  np.vstack([fit.coefficients for fit in fits]) / len(fits))
-        scores = [fit.metadata["validation_r2"] for fit in fits]
+        np.add.at(coefficients, inverse.reshape(-1), np.vstack(
+            [fit.coefficients * (shares / len(fits)) for fit in fits] + [np.stack(lasso, axis=1)]))
+        keep = np.flatnonzero(np.any(coefficients != 0, axis=1) | (locations[:, 0] < 0))
         seconds = {key: sum(fit.seconds.get(key, 0.0) for fit in fits)
                    for key in ("transform", "decode", "refit")}
-        meta = fits[0].metadata | {"validation_r2": np.mean(scores, axis=0).tolist(),
-                                   "committee": scores}
-        return _Fit(locations, coefficients, seconds, meta)
+        seconds["refit"] += time.perf_counter() - began
+        meta = fits[0].metadata | {
+            "validation_r2": scores, "committee_stack": stack,
+            "committee": [fit.metadata["validation_r2"] for fit in fits]}
+        return _Fit(locations[keep], coefficients[keep], seconds, meta)
 
     def _validated_fit(self, samples: _Samples, values: np.ndarray, n: int, t: int,
                        rng: np.random.Generator, peeled: list | None = None, *,
@@ -384,6 +408,7 @@ class SPEX:
         validation = characters(samples.masks[held_out], table)
         endpoint_values = values[samples.endpoint_rows]  # (2, K)
         chosen_locations, chosen_coefficients, meta = [], [], _selection_metadata()
+        held_out_predictions = []
         for k in range(n_out):
             candidates = _candidates(sources, k, first_order_ridge)
             fixed = {}
@@ -394,6 +419,7 @@ class SPEX:
                                candidates, fixed=fixed), gram, xty, n_rows, rows)
                        for rows, (gram, xty, n_rows) in row_sets.items()]
             choice, gram, xty, n_rows, rows = max(choices, key=lambda c: c[0].validation_r2)
+            held_out_predictions.append(choice.predictions)
             # the final fit uses every row, the held-out ones included; the weighted parts
             # add up over the union of their columns (the constant, table row 0, first)
             refits = [part for part in choice.parts if part.estimator != "fixed"]
@@ -450,7 +476,8 @@ class SPEX:
         }
         return _Fit(locations, coefficients,
                     {"transform": transformed - began, "decode": decoded - transformed,
-                     "refit": time.perf_counter() - decoded}, meta)
+                     "refit": time.perf_counter() - decoded}, meta,
+                    np.stack(held_out_predictions, axis=1))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(max_order={self.max_order}, n_groups={self.n_groups}, "
@@ -631,6 +658,8 @@ class _Fit:
     coefficients: np.ndarray
     seconds: dict
     metadata: dict
+    held_out: np.ndarray | None = None
+    """Out-of-fold predictions (V, K) of a validated fit on its held-out masks."""
 
 
 def _exhaustive_fit(masks: np.ndarray, values: np.ndarray) -> _Fit:
