@@ -53,8 +53,9 @@ version 0.47 / 0.60 at 10k (0.72 -> 0.92 against the noiseless truth), VADER on 
 words at most 0.04 (doubling lost up to 0.06), VADER on 45 words 0.14 / 0.86 at 2k (lost
 0.004), digits, tabular and intent games 0.00-0.22 / 0.58-0.99 (within 0.003 either way)."""
 COMMITTEE_FOLDS = 5
-"""Fits averaged into the surrogate of a run without a design and with few rows per feature
-(see ``COMMITTEE_ROWS_PER_FEATURE`` and :meth:`SPEX._committee_fit`)."""
+"""Fits averaged into the surrogate of a run without a design and with few rows per feature,
+and folds of the first-order LASSO it is stacked with (see ``COMMITTEE_ROWS_PER_FEATURE`` and
+:meth:`SPEX._committee_fit`)."""
 COMMITTEE_ROWS_PER_FEATURE = 4
 """Below this many training rows per feature (and without a design, n > COMPLETION_MAX_N) a
 single held-out split of 75-300 masks chooses among candidates whose scores differ by less
@@ -65,7 +66,14 @@ masks, one fit -> committee): the 100-term n = 1000 function at 500 / 1k calls 0
 (LASSO 0.074 / 0.109), VADER-253 at 500 / 1k 0.165 / 0.259 -> 0.180 / 0.267, VADER-564
 0.015 / 0.018 -> 0.014 / 0.027 (LASSO 0.024 / 0.036). The committee's fits leave out the ridge
 fits of the first-order terms and of the union (their Cholesky factors of 1,000+ columns are
-most of the cost; with them the results were within 0.006 and the own work 5x, not 2x)."""
+most of the cost; with them the results were within 0.006 and the own work 5x, not 2x).
+The average is then stacked with a first-order LASSO cross-validated on the same folds (as
+LassoCV: one penalty for all folds, chosen by the summed error), because a penalty chosen on
+one fold of 100 masks is noisy where first-order terms carry most of what can be learnt.
+Committee -> stacked with the LASSO (same seeds and masks): VADER-253 at 500 / 1k 0.180 /
+0.267 -> 0.190 / 0.263 (LassoCV 0.195 / 0.236), VADER-564 0.014 / 0.027 -> 0.016 / 0.028
+(0.024 / 0.036), the sparse function 0.084 / 0.125 -> 0.089 / 0.127, its noisy version 0.076 /
+0.102 -> 0.078 / 0.108 (LassoCV 0.074 / 0.109)."""
 REFITS = ("validated", "ridge", None)
 SUPPORTS = ("auto", "peeling", "proxy")
 
@@ -115,7 +123,8 @@ class SPEX:
         ``["design_evidence"]``, None where the budget leaves no room for it). Without a
         design and with fewer than ``COMMITTEE_ROWS_PER_FEATURE`` training rows per feature the
         surrogate averages ``COMMITTEE_FOLDS`` such fits, each held out on its own fold of the
-        uniform masks (``metadata["committee"]``).
+        uniform masks, and stacks the average with a first-order LASSO cross-validated on the
+        same folds (``metadata["committee"]``, ``["committee_stack"]``).
         "ridge": the earlier refit of the peeled support plus all first-order terms on the
         design samples only; None: raw peeled values.
     support : {"auto", "peeling", "proxy"}
