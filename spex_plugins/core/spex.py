@@ -349,10 +349,11 @@ class SPEX:
         shares = np.empty(values.shape[1])  # the committee's weight per output
         for k in range(values.shape[1]):
             beta, oof, _ = lasso_cv(features, values[:, k], folds)
-            weights = stack_weights(np.stack([committee_oof[:, k], oof], axis=1), targets[:, k])
-            stacked = np.stack([committee_oof[:, k], oof], axis=1) @ weights
+            parts = np.stack([committee_oof[:, k], oof], axis=1)  # (movable, 2)
+            weights = stack_weights(parts, targets[:, k])
+            error = targets[:, k] - parts @ weights
             sst = float(((targets[:, k] - targets[:, k].mean()) ** 2).sum())
-            scores.append(1.0 - float(((targets[:, k] - stacked) ** 2).sum()) / max(sst, 1e-300))
+            scores.append(1.0 - float(error @ error) / max(sst, 1e-300))
             lasso.append(weights[1] * beta)
             stack.append([("committee", float(weights[0])),
                           ("first-order lasso cv", float(weights[1]))])
