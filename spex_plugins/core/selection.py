@@ -46,7 +46,7 @@ import numpy as np
 from scipy import linalg, optimize
 
 __all__ = ["PENALTIES", "TOLERANCE", "Candidate", "Selection", "Surrogate", "final_fit",
-           "lasso_cv", "lasso_path", "ridge_solve", "select", "stack_weights"]
+           "lasso_cv", "lasso_path", "ridge_solve", "select", "stack"]
 
 PENALTIES = (1e-9, 1e-3, 1e-2, 1e-1, 1.0)
 """Ridge penalties tried, in units of the number of training rows (a penalty of 1 shrinks an
@@ -187,12 +187,20 @@ def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarra
         tuned.append(Selection(name, np.zeros(0, np.int64), 0.0, float(r2), "fixed"))
         out_of_fold.append(np.asarray(predictions, np.float64))
     out_of_fold = np.stack(out_of_fold, axis=1)  # (V, candidates)
-    weights = stack_weights(out_of_fold, targets)
+    weights, r2 = stack(out_of_fold, targets)
     order = np.argsort(-weights, kind="stable")
     parts = tuple(replace(tuned[i], weight=float(weights[i])) for i in order if weights[i] > 0)
-    stacked = out_of_fold @ weights
-    score = float(((targets - stacked) ** 2).sum())
-    return Surrogate(parts, _r2(score, sst, floor), stacked)
+    return Surrogate(parts, r2, out_of_fold @ weights)
+
+
+def stack(predictions: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
+    """Stacking weights (F,) of out-of-fold ``predictions`` (V, F) for ``targets`` (V,):
+    non-negative, summing to one (:func:`_stack`), and the R^2 of the weighted predictions."""
+    weights = _stack(predictions, targets)
+    sst = float(((targets - targets.mean()) ** 2).sum())
+    floor = 1e-12 * max(sst, float((targets ** 2).sum()), np.finfo(float).tiny)
+    error = float(((targets - predictions @ weights) ** 2).sum())
+    return weights, _r2(error, sst, floor)
 
 
 def _r2(error: float, sst: float, floor: float) -> float:
@@ -231,7 +239,7 @@ def _ridge_prefixes(g: np.ndarray, r: np.ndarray, v: np.ndarray, n_rows: int,
     return np.hstack(predictions), np.concatenate(sizes), options
 
 
-def stack_weights(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+def _stack(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Non-negative weights (F,) summing to one of the out-of-fold ``predictions`` (V, F)."""
     weights, _ = optimize.nnls(predictions, targets)
     if not weights.sum() > 0:  # nothing helps: the best single candidate

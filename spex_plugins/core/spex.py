@@ -17,7 +17,7 @@ from .fourier import FourierExplanation, characters
 from .peeling import PeelResult, peel
 from .refit import design_moments, refit_columns, ridge_refit
 from .sampler import MAX_B, MIN_B, SubsampleDesign
-from .selection import Candidate, final_fit, lasso_cv, select, stack_weights
+from .selection import Candidate, final_fit, lasso_cv, select, stack
 from .transforms import fwht
 
 __all__ = ["SPEX", "ProxySPEX"]
@@ -345,17 +345,14 @@ class SPEX:
         features = characters(samples.masks, first_order[:, :1])
         committee_oof = np.concatenate([fit.held_out for fit in fits])  # (movable, K)
         targets = values[movable]
-        lasso, stack, scores = [], [], []
+        lasso, weighed, scores = [], [], []
         shares = np.empty(values.shape[1])  # the committee's weight per output
         for k in range(values.shape[1]):
             beta, oof, _ = lasso_cv(features, values[:, k], folds)
-            parts = np.stack([committee_oof[:, k], oof], axis=1)  # (movable, 2)
-            weights = stack_weights(parts, targets[:, k])
-            error = targets[:, k] - parts @ weights
-            sst = float(((targets[:, k] - targets[:, k].mean()) ** 2).sum())
-            scores.append(1.0 - float(error @ error) / max(sst, 1e-300))
+            weights, r2 = stack(np.stack([committee_oof[:, k], oof], axis=1), targets[:, k])
+            scores.append(r2)
             lasso.append(weights[1] * beta)
-            stack.append([("committee", float(weights[0])),
+            weighed.append([("committee", float(weights[0])),
                           ("first-order lasso cv", float(weights[1]))])
             shares[k] = weights[0]
         locations, inverse = np.unique(np.vstack([_pad(fit.locations, first_order.shape[1])
@@ -369,7 +366,7 @@ class SPEX:
                    for key in ("transform", "decode", "refit")}
         seconds["refit"] += time.perf_counter() - began
         meta = fits[0].metadata | {
-            "validation_r2": scores, "committee_stack": stack,
+            "validation_r2": scores, "committee_stack": weighed,
             "committee": [fit.metadata["validation_r2"] for fit in fits]}
         return _Fit(locations[keep], coefficients[keep], seconds, meta)
 
