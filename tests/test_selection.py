@@ -333,3 +333,73 @@ def test_proxy_trees_part_is_the_trees_own_spectrum(monkeypatch):
     np.testing.assert_allclose(explanation.predict(test),
                                tree_proxy.evaluate_spectrum(test, refit.locations, refit.values),
                                atol=1e-9)
+
+
+def test_given_ranking_keeps_the_candidates_own_order():
+    rng = np.random.default_rng(4)
+    n, rows, held = 12, 300, 300
+    locations = np.full((n + 1, 1), -1)
+    locations[1:, 0] = np.arange(n)
+    weights = np.zeros(n)
+    weights[:3] = (3.0, 2.0, 1.5)  # features 0-2 carry the function, the rest nothing
+
+    def f(masks):
+        return masks @ weights + rng.normal(0, 0.1, len(masks))
+
+    train, val = rng.random((rows, n)) < 0.5, rng.random((held, n)) < 0.5
+    x, xv = characters(train, locations), characters(val, locations)
+    # columns 1-3 are features 0-2; the given order puts a useless feature (column 9) first
+    order = np.array([0, 9, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12])
+    chosen = {}
+    for ranking in ("given", "fit"):
+        surrogate = select(x.T @ x, x.T @ f(train), rows, xv, f(val),
+                           [Candidate("ranked", order, ranking)])
+        chosen[ranking] = surrogate.parts[0].columns
+    size = len(chosen["given"])  # a prefix of the given order: the useless column comes along
+    np.testing.assert_array_equal(chosen["given"], order[:size])
+    assert size >= 5 and 9 in chosen["given"]
+    assert set(chosen["fit"].tolist()) == {0, 1, 2, 3}  # a joint fit ranks it last
+
+
+def test_shallow_proxy_proposes_terms_below_its_row_limit(monkeypatch):
+    pytest.importorskip("lightgbm")
+    import spex_plugins.core.spex as spex_module
+
+    n = 16
+    w = np.random.default_rng(3).normal(size=n)
+
+    def f(masks):
+        return np.tanh(3 * (masks @ w - w.sum() / 2))
+
+    calls, names, real_fit, real_select = [], [], tree_proxy.fit_proxy, spex_module.select
+
+    def fit_proxy(*args, **kwargs):
+        calls.append((len(args[0]), kwargs.get("max_degree"), kwargs.get("n_trees")))
+        return real_fit(*args, **kwargs)
+
+    def recording_select(*args, **kwargs):
+        names.append({c.name: c.ranking for c in args[5]})
+        return real_select(*args, **kwargs)
+
+    monkeypatch.setattr(tree_proxy, "fit_proxy", fit_proxy)
+    monkeypatch.setattr(spex_module, "select", recording_select)
+    explanation = SPEX(random_state=0).explain(f, n, budget=800, progress=False)
+    train = explanation.n_samples - explanation.metadata["n_validation_masks"]
+    t = explanation.metadata["max_order"]
+    assert t > spex_module.SHALLOW_PROXY_DEPTH
+    shallow = (train, spex_module.SHALLOW_PROXY_DEPTH, spex_module.SHALLOW_PROXY_ROUNDS)
+    assert calls[:2] == [(train, t, None), shallow]  # early-stopped deep trees, then shallow
+    assert names[0]["proxy"] == names[0]["shallow proxy"] == "given"
+    assert names[0]["first-order+proxy+shallow proxy lasso"] == "fit"
+
+    calls.clear()
+    names.clear()
+    third = SPEX(max_order=3, random_state=0).explain(f, n, budget=800, progress=False)
+    rows = third.n_samples - third.metadata["n_validation_masks"]
+    assert calls[0] == (rows, 3, None) and "shallow proxy" not in names[0]  # t = 3: no need
+    assert (rows, 3, spex_module.SHALLOW_PROXY_ROUNDS) not in calls
+    calls.clear()
+    names.clear()
+    monkeypatch.setattr(spex_module, "SHALLOW_PROXY_MAX_ROWS", train - 1)
+    SPEX(random_state=0).explain(f, n, budget=800, progress=False)
+    assert shallow not in calls and "shallow proxy" not in names[0]

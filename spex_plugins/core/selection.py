@@ -86,11 +86,12 @@ class Candidate:
     ridge prefixes drop columns: "fit" by the magnitude of the candidate's coefficients at
     ``RANKING_PENALTY``; "marginal" by the magnitude of each column's own correlation with
     the targets (sure independence screening: more stable than a joint fit when there are
-    about as many columns as rows)."""
+    about as many columns as rows); "given" in the order of ``columns`` (e.g. a tree proxy's
+    terms, largest |F(k)| first)."""
 
     name: str
     columns: np.ndarray
-    ranking: Literal["fit", "marginal"] = "fit"
+    ranking: Literal["fit", "marginal", "given"] = "fit"
     estimator: Literal["ridge", "lasso"] = "ridge"
 
 
@@ -216,11 +217,14 @@ def _ridge_prefixes(g: np.ndarray, r: np.ndarray, v: np.ndarray, n_rows: int,
     ranked columns, each option's column count, and its (penalty, columns)."""
     weights = np.ones(len(cols))
     weights[0] = 0.0  # the constant is not penalised
-    if ranking == "marginal":
-        scores = r / np.sqrt(np.maximum(np.diag(g), 1e-300))
+    if ranking == "given":
+        order = np.arange(len(cols))
     else:
-        scores = _solve(g, r, weights, RANKING_PENALTY * n_rows)
-    order = np.concatenate([[0], 1 + np.argsort(-np.abs(scores[1:]), kind="stable")])
+        if ranking == "marginal":
+            scores = r / np.sqrt(np.maximum(np.diag(g), 1e-300))
+        else:
+            scores = _solve(g, r, weights, RANKING_PENALTY * n_rows)
+        order = np.concatenate([[0], 1 + np.argsort(-np.abs(scores[1:]), kind="stable")])
     g, r, v = g[np.ix_(order, order)], r[order], v[:, order]
     ranked = cols[order]
     grid = np.unique(np.geomspace(1, len(cols), PREFIX_GRID).round().astype(int))
