@@ -529,8 +529,10 @@ class ProxySPEX(SPEX):
     """SPEX with the tree proxy as its only support (ProxySPEX-style; LightGBM required).
 
     All masks are uniform random; one gradient-boosted tree fit with early stopping proposes
-    the terms (its Fourier spectrum read exactly off the trees) and the held-out masks choose
-    among them, the first-order fit and their union, as in :class:`SPEX`. Same result object.
+    the terms (its Fourier spectrum read exactly off the trees), on up to
+    ``SHALLOW_PROXY_MAX_ROWS`` training masks with a shallow fit beside it, and the held-out
+    masks choose among them, the first-order fit and their union, as in :class:`SPEX`. Same
+    result object.
     """
 
     def __init__(self, max_order: int = 5, random_state=None):
