@@ -391,10 +391,12 @@ def test_shallow_proxy_proposes_terms_below_its_row_limit(monkeypatch):
     assert calls[:2] == [(train, t, None), shallow]  # early-stopped deep trees, then shallow
     assert names[0]["proxy"] == names[0]["shallow proxy"] == "given"
     assert names[0]["first-order+proxy+shallow proxy lasso"] == "fit"
+    assert explanation.metadata["shallow_proxy"] is True
 
     calls.clear()
     names.clear()
     third = SPEX(max_order=3, random_state=0).explain(f, n, budget=800, progress=False)
+    assert third.metadata["shallow_proxy"] is False
     rows = third.n_samples - third.metadata["n_validation_masks"]
     assert calls[0] == (rows, 3, None) and "shallow proxy" not in names[0]  # t = 3: no need
     assert (rows, 3, spex_module.SHALLOW_PROXY_ROUNDS) not in calls

@@ -129,10 +129,11 @@ class SPEX:
         "validated" (default): the whole budget is spent (design, uniform training masks and
         held-out masks); the candidates (the first-order fit, the peeled support, the
         tree-proxy support (and, on up to ``SHALLOW_PROXY_MAX_ROWS`` training masks, a
-        shallow proxy's), their union and (small n) every set up to a degree, each over a
-        ridge penalty path and every prefix of its terms, and the LASSO paths of the
-        first-order terms and of the union) are tuned on the held-out masks and weighted by
-        stacking their out-of-fold predictions (``metadata["stack"]``; see
+        shallow proxy's: ``metadata["shallow_proxy"]``), their union and (small n) every
+        set up to a degree, each over a ridge penalty path and every prefix of its terms,
+        and the LASSO paths of the first-order terms and of the union) are tuned on the
+        held-out masks and weighted by stacking their out-of-fold predictions
+        (``metadata["stack"]``; see
         :func:`spex_plugins.core.selection.select`; the proxy's trees, when they carry weight,
         are refitted on every row with the number of trees early stopping chose); the model's
         own f(empty) and f(full) are
@@ -508,6 +509,7 @@ class SPEX:
         meta |= {
             "completed": completed,
             "proxy": proxy_note,
+            "shallow_proxy": any(q is not None for q in shallow),
             "peeling_iterations": [p.n_iterations if p is not None else 0 for p in peeled],
             "n_candidate_terms": len(table),
             # the model's own endpoints: Shapley values are made efficient with them
