@@ -39,9 +39,10 @@ rows, before they have split on the weaker low-order interactions, while long-tr
 trees propose them and the validated ridge refit (not the trees' values) estimates them.
 Measured (seeds 0-2, mean held-out R^2 on 1,000 uniform masks, without -> with): digits CNN
 pixels at 500 / 1k / 2k calls 0.862 / 0.944 / 0.965 -> 0.885 / 0.953 / 0.970 (shapiq's
-ProxySPEX, whose grid search picks depth 3 there: 0.887 / 0.915), intent head 500 0.871 ->
-0.873, sparse n = 1000 at 1k 0.127 -> 0.137; VADER-45 at 500 0.947 -> 0.941; 1,000 rounds
-instead of 300 gave the same within 0.008 at three times the cost."""
+ProxySPEX, whose grid search picks depth 3 there, in the same runs over seeds 0-1: 0.885 /
+0.918), intent head 500 0.871 -> 0.873, sparse n = 1000 at 1k 0.127 -> 0.137; VADER-45 at 500
+0.947 -> 0.941; 1,000 rounds instead of 300 gave the same within 0.008 at three times the
+cost, 100 rounds lost most of the sparse gain (0.130)."""
 SHALLOW_PROXY_ROUNDS = 300
 """Boosting rounds of the shallow tree proxy (see ``SHALLOW_PROXY_DEPTH``)."""
 SHALLOW_PROXY_MAX_ROWS = 3000
