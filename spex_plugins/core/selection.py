@@ -146,8 +146,7 @@ def select(gram: np.ndarray, xty: np.ndarray, n_rows: int, validation: np.ndarra
     indistinguishable share the weight, an exact one takes all of it. ``validation_r2`` is
     the R^2 of the weighted out-of-fold predictions.
     """
-    sst = float(((targets - targets.mean()) ** 2).sum())
-    floor = 1e-12 * max(sst, float((targets ** 2).sum()), np.finfo(float).tiny)
+    sst, floor = _scale(targets)
     folds = np.arange(len(targets)) % CROSS_FOLDS
     tuned, out_of_fold = [], []
     for candidate in candidates:
@@ -198,10 +197,15 @@ def stack(predictions: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, flo
     """Stacking weights (F,) of out-of-fold ``predictions`` (V, F) for ``targets`` (V,):
     non-negative, summing to one (:func:`_stack`), and the R^2 of the weighted predictions."""
     weights = _stack(predictions, targets)
-    sst = float(((targets - targets.mean()) ** 2).sum())
-    floor = 1e-12 * max(sst, float((targets ** 2).sum()), np.finfo(float).tiny)
+    sst, floor = _scale(targets)
     error = float(((targets - predictions @ weights) ** 2).sum())
     return weights, _r2(error, sst, floor)
+
+
+def _scale(targets: np.ndarray) -> tuple[float, float]:
+    """The targets' total sum of squares and the round-off floor below which it counts as 0."""
+    sst = float(((targets - targets.mean()) ** 2).sum())
+    return sst, 1e-12 * max(sst, float((targets ** 2).sum()), np.finfo(float).tiny)
 
 
 def _r2(error: float, sst: float, floor: float) -> float:

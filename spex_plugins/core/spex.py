@@ -365,8 +365,7 @@ class SPEX:
             fits.append(self._validated_fit(rotated, values[order], n, t, rng,
                                             first_order_ridge=False))
         began = time.perf_counter()
-        first_order = np.full((n + 1, max(fit.locations.shape[1] for fit in fits)), -1)
-        first_order[1:, 0] = np.arange(n)
+        first_order = _first_order(n, max(fit.locations.shape[1] for fit in fits))
         features = characters(samples.masks, first_order[:, :1])
         committee_oof = np.concatenate([fit.held_out for fit in fits])  # (movable, K)
         targets = values[movable]
@@ -756,6 +755,13 @@ def _selection_metadata() -> dict:
             "validation_r2": [], "ridge_penalty": [], "n_terms": []}
 
 
+def _first_order(n: int, width: int) -> np.ndarray:
+    """The empty set and the n singletons as locations (n + 1, width), padded with -1."""
+    locations = np.full((n + 1, width), -1, np.int64)
+    locations[1:, 0] = np.arange(n)
+    return locations
+
+
 def _column_table(n: int, t: int, supports: dict[str, list], *, n_train: int):
     """All candidate columns in one table, and each source's rows in it.
 
@@ -763,9 +769,7 @@ def _column_table(n: int, t: int, supports: dict[str, list], *, n_train: int):
     Returns ``table`` (p, t) (row 0 the constant, rows 1..n the first-order terms) and
     ``sources``: {"n": n, "dense": rows or None, "supports": {name: [rows or None per output]}}.
     """
-    base = np.full((n + 1, t), -1, np.int64)
-    base[1:, 0] = np.arange(n)
-    blocks = [base]
+    blocks = [_first_order(n, t)]
     dense = _dense_columns(n, t, n_train)
     if dense is not None:
         blocks.append(dense)
