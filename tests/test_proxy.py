@@ -408,6 +408,26 @@ def test_fit_proxy_with_a_fixed_number_of_trees_trains_on_every_row():
         fit_proxy(masks, y, max_degree=2, n_trees=0)
 
 
+def test_fit_proxy_shared_bins_leave_the_trees_unchanged(monkeypatch):
+    # the datasets reuse the bins of a synthetic 0/1 reference; LightGBM's own bins (no
+    # reference) give the same trees, also with a constant and an almost constant feature
+    rng = np.random.default_rng(5)
+    masks = rng.random((300, 40)) < 0.5
+    masks[:, 7] = True
+    masks[:, 8] = False
+    masks[:2, 8] = True
+    y = sparse_function(np.pad(masks, ((0, 0), (0, 10)))) + 0.05 * rng.normal(size=300)
+    shared = [fit_proxy(masks, y, max_degree=3, random_state=1),
+              fit_proxy(masks, y, max_degree=2, random_state=1, n_trees=40)]
+    monkeypatch.setattr(proxy, "_binning", lambda n: None)
+    own = [fit_proxy(masks, y, max_degree=3, random_state=1),
+           fit_proxy(masks, y, max_degree=2, random_state=1, n_trees=40)]
+    for a, b in zip(shared, own, strict=True):
+        assert a.n_trees == b.n_trees
+        np.testing.assert_array_equal(a.locations, b.locations)
+        np.testing.assert_array_equal(a.values, b.values)
+
+
 def test_fit_proxy_single_feature_convention():
     masks = all_masks(8)
     fit = fit_proxy(masks, masks[:, 3].astype(float), max_degree=1, random_state=0)

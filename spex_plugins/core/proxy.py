@@ -80,43 +80,129 @@ def _import_lightgbm() -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _goes_left(node: dict, value: int) -> bool:
-    """Whether LightGBM sends the feature value ``value`` (0 or 1) to the left child."""
-    decision = node.get("decision_type", "<=")
-    if decision == "==":
-        categories = {int(c) for c in str(node["threshold"]).split("||") if c != ""}
-        return value in categories
-    if decision != "<=":
-        raise ValueError(f"unsupported LightGBM decision_type {decision!r}")
-    if value == 0 and node.get("missing_type", "None") == "Zero":
-        return bool(node.get("default_left", True))
-    return value <= float(node["threshold"])
+@dataclass(frozen=True)
+class _Trees:
+    """A booster's trees as flat arrays over all its internal nodes and leaves.
+
+    A child reference ``c >= 0`` is internal node ``c``; ``c < 0`` is leaf ``~c``.
+    ``left_on[v, i]``: whether the 0/1 value ``v`` goes to the left child of node ``i``.
+    """
+
+    feature: np.ndarray  # (nodes,) int64
+    left_on: np.ndarray  # (2, nodes) bool
+    children: np.ndarray  # (2, nodes) int64: left, right
+    roots: np.ndarray  # (trees,) int64 child references
+    leaf_values: np.ndarray  # (leaves,) float64, scaled (1 / trees for an averaged forest)
 
 
-def _leaves(root: dict, n: int) -> list[tuple[float, dict[int, int]]]:
-    """Every reachable leaf of one tree: ``(value, {feature: required 0/1 value})``."""
-    found: list[tuple[float, dict[int, int]]] = []
-    stack: list[tuple[dict, dict[int, int]]] = [(root, {})]
-    while stack:
-        node, fixed = stack.pop()
-        if "split_feature" not in node:
-            if node.get("leaf_features"):
-                raise ValueError("linear trees (linear_tree=True) are not supported")
-            found.append((float(node["leaf_value"]), fixed))
-            continue
-        feature = int(node["split_feature"])
-        if not 0 <= feature < n:
-            raise ValueError(f"the booster splits on feature {feature} but n = {n}")
-        options = (fixed[feature],) if feature in fixed else (0, 1)
-        for side in ("left_child", "right_child"):
-            values = [v for v in options if _goes_left(node, v) == (side == "left_child")]
-            if not values:
-                continue  # no 0/1 value (consistent with the path) reaches this child
-            if len(values) == 1 and feature not in fixed:
-                stack.append((node[side], {**fixed, feature: values[0]}))
-            else:
-                stack.append((node[side], fixed))
-    return found
+def _numbers(fields: list[dict[str, str]], key: str, dtype: type) -> np.ndarray:
+    """One field of every tree of a LightGBM model text, concatenated."""
+    return np.array(" ".join(tree.get(key, "") for tree in fields).split(), dtype=dtype)
+
+
+def _parse_trees(text: str, n: int) -> _Trees:
+    """Read ``Booster.model_to_string()`` into :class:`_Trees`, checking it is single-output,
+    has ``n`` features and no linear leaves.
+
+    Routing follows LightGBM's predictor: a numerical node sends ``x <= threshold`` left,
+    except that with missing type Zero (``decision_type`` bits 2-3 = 1) a zero goes to the
+    default side (bit 1); a categorical node (bit 0) sends the categories set in its bitset
+    (``cat_threshold`` words from ``cat_boundaries[threshold]``) left.
+    """
+    head, _, body = text.partition("\nTree=")
+    header = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+    if int(header.get("num_tree_per_iteration", 1)) != 1:
+        raise ValueError("tree_spectrum needs a single-output booster (one tree per iteration)")
+    n_booster = int(header.get("max_feature_idx", n - 1)) + 1
+    if n_booster != n:
+        raise ValueError(f"the booster was trained on {n_booster} features but n = {n}")
+    blocks = body.split("end of trees", 1)[0].split("\nTree=") if body else []
+    fields = [dict(line.split("=", 1) for line in block.splitlines()[1:] if "=" in line)
+              for block in blocks]
+    for tree in fields:
+        if tree.get("is_linear", "0") != "0" and any(
+                int(k) for k in tree.get("num_features", "").split()):
+            raise ValueError("linear trees (linear_tree=True) are not supported")
+    leaves = np.array([int(tree["num_leaves"]) for tree in fields], dtype=np.int64)
+    nodes = np.maximum(leaves - 1, 0)
+    node_start = np.concatenate([[0], np.cumsum(nodes)[:-1]]).astype(np.int64)
+    leaf_start = np.concatenate([[0], np.cumsum(leaves)[:-1]]).astype(np.int64)
+    owner = np.repeat(np.arange(len(fields)), nodes)
+
+    feature = _numbers(fields, "split_feature", np.int64)
+    outside = (feature < 0) | (feature >= n)
+    if outside.any():
+        raise ValueError(f"the booster splits on feature {feature[outside][0]} but n = {n}")
+    threshold = _numbers(fields, "threshold", np.float64)
+    decision = _numbers(fields, "decision_type", np.int64)
+    values = np.arange(2)[:, None]
+    left_on = values <= threshold  # (2, nodes)
+    zero_missing = ((decision >> 2) & 3) == 1
+    left_on[0, zero_missing] = (decision[zero_missing] & 2) != 0
+    for t in np.unique(owner[(decision & 1) != 0]):  # categorical nodes, tree by tree
+        bounds = np.array(fields[t]["cat_boundaries"].split(), dtype=np.int64)
+        words = np.array(fields[t]["cat_threshold"].split(), dtype=np.int64)
+        at = np.flatnonzero((owner == t) & ((decision & 1) != 0))
+        index = threshold[at].astype(np.int64)
+        first = np.where(bounds[index + 1] > bounds[index], words[bounds[index]], 0)
+        left_on[:, at] = ((first >> values) & 1) != 0
+    children = np.stack([_numbers(fields, side, np.int64)
+                         for side in ("left_child", "right_child")])
+    children = np.where(children >= 0, children + node_start[owner],
+                        ~(leaf_start[owner] + ~children))
+    roots = np.where(leaves > 1, node_start, ~leaf_start)
+    scale = 1.0 / len(fields) if "average_output" in head.splitlines() and fields else 1.0
+    return _Trees(feature, left_on, children, roots,
+                  _numbers(fields, "leaf_value", np.float64) * scale)
+
+
+def _leaf_paths(trees: _Trees) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every reachable leaf of every tree with the 0/1 values its path requires.
+
+    Returns ``leaf (L,)``, ``features (L, D)`` and ``bits (L, D)`` (the path's features in
+    order and the value each must take; -1 and 0 beyond ``depth (L,)``). A feature tested
+    again lower on a path is already fixed there: only the child its value leads to is
+    followed. A child that no 0/1 value reaches is dropped; one that both reach adds no
+    condition.
+    """
+    ref = trees.roots
+    features = np.full((len(ref), 0), _PAD, dtype=np.int64)
+    bits = np.zeros((len(ref), 0), dtype=np.int64)
+    depth = np.zeros(len(ref), dtype=np.int64)
+    done = [(ref[:0], features[:0], bits[:0], depth[:0])]  # (so that no trees give no leaves)
+    while len(ref):
+        at_leaf = ref < 0
+        done.append((~ref[at_leaf], features[at_leaf], bits[at_leaf], depth[at_leaf]))
+        ref, features, bits, depth = (a[~at_leaf] for a in (ref, features, bits, depth))
+        if not len(ref):
+            break
+        feature = trees.feature[ref]
+        hit = features == feature[:, None]
+        fixed = hit.any(axis=1)
+        value = (bits * hit).sum(axis=1)
+        on0, on1 = trees.left_on[0, ref], trees.left_on[1, ref]
+        split = ~fixed & (on0 != on1)  # the child adds the condition x_feature = bit
+        features = np.pad(features, ((0, 0), (0, 1)), constant_values=_PAD)
+        bits = np.pad(bits, ((0, 0), (0, 1)))
+        rows = np.arange(len(ref))
+        parts = []
+        for side, goes in ((0, np.where(value == 1, on1, on0)),
+                           (1, ~np.where(value == 1, on1, on0))):
+            reached = np.where(fixed, goes, (on0 | on1) if side == 0 else ~(on0 & on1))
+            f, b, d = features[reached], bits[reached], depth[reached].copy()
+            adds = split[reached]
+            r = rows[reached][adds]
+            f[adds, d[adds]] = feature[r]
+            b[adds, d[adds]] = on1[r] if side == 0 else on0[r]
+            d[adds] += 1
+            parts.append((trees.children[side, ref[reached]], f, b, d))
+        ref, features, bits, depth = (np.concatenate(a) for a in zip(*parts, strict=True))
+    width = max(a[1].shape[1] for a in done)
+    leaf = np.concatenate([a[0] for a in done])
+    features = np.concatenate([np.pad(a[1], ((0, 0), (0, width - a[1].shape[1])),
+                                      constant_values=_PAD) for a in done])
+    bits = np.concatenate([np.pad(a[2], ((0, 0), (0, width - a[2].shape[1]))) for a in done])
+    return leaf, features, bits, np.concatenate([a[3] for a in done])
 
 
 @lru_cache(maxsize=256)
@@ -239,36 +325,25 @@ def tree_spectrum(
     ):
         raise ValueError(f"max_degree must be a non-negative integer or None, got {max_degree!r}")
     booster = getattr(booster, "booster_", booster)
-    model = booster.dump_model()
-    if int(model.get("num_tree_per_iteration", 1)) != 1:
-        raise ValueError("tree_spectrum needs a single-output booster (one tree per iteration)")
-    n_booster = int(model.get("max_feature_idx", n - 1)) + 1
-    if n_booster != n:
-        raise ValueError(f"the booster was trained on {n_booster} features but n = {n}")
-    trees = model.get("tree_info", [])
-    scale = 1.0 / len(trees) if model.get("average_output") and trees else 1.0
-
-    by_length: dict[int, list[tuple[float, dict[int, int]]]] = {}
-    for tree in trees:
-        for value, fixed in _leaves(tree["tree_structure"], n):
-            if value != 0.0:
-                by_length.setdefault(len(fixed), []).append((value * scale, fixed))
-    limit = max(by_length, default=0) if max_degree is None else int(max_degree)
-    width = max(1, min(max(by_length, default=0), limit))
+    trees = _parse_trees(booster.model_to_string(), n)
+    leaf, features, bits, depth = _leaf_paths(trees)
+    values = trees.leaf_values[leaf]
+    nonzero = values != 0.0
+    features, bits, depth, values = (a[nonzero] for a in (features, bits, depth, values))
+    # each path's features in increasing order (the padding last)
+    order = np.argsort(np.where(features < 0, n, features), axis=1, kind="stable")
+    features = np.take_along_axis(features, order, axis=1)
+    bits = np.take_along_axis(bits, order, axis=1)
+    longest = int(depth.max(initial=0))
+    limit = longest if max_degree is None else int(max_degree)
+    width = max(1, min(longest, limit))
 
     locs = np.full((0, width), _PAD, dtype=np.int64)
     vals = np.zeros(0)
     mags = np.zeros(0)
-    for p in sorted(by_length):
-        leaves = by_length[p]
-        order = [sorted(fixed) for _, fixed in leaves]
-        features = np.array(order, dtype=np.int64).reshape(len(leaves), p)
-        bits = np.array(
-            [[fixed[i] for i in keys] for keys, (_, fixed) in zip(order, leaves, strict=True)],
-            dtype=np.int64,
-        ).reshape(len(leaves), p)
-        values = np.array([v for v, _ in leaves], dtype=np.float64)
-        new_locs, new_vals = _expand(features, bits, values, limit, width)
+    for p in np.unique(depth).tolist():
+        at = depth == p
+        new_locs, new_vals = _expand(features[at, :p], bits[at, :p], values[at], limit, width)
         locs, vals, mags = _reduce(
             np.concatenate([locs, new_locs]),
             np.concatenate([vals, new_vals]),
@@ -354,6 +429,22 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+_BINNING_ROWS = 64
+
+
+@lru_cache(maxsize=8)
+def _binning(n: int) -> Any:
+    """A constructed LightGBM Dataset over ``n`` 0/1 features whose bin boundaries the proxy's
+    datasets reuse (``reference=``), so that each fit skips finding them. Every feature takes
+    both values ``_BINNING_ROWS`` times: the bins are those LightGBM finds on any masks where a
+    feature takes both values, and a feature constant in the masks cannot split either way
+    (the trees are identical)."""
+    lgb = _import_lightgbm()
+    rows = np.tile(np.array([[0.0], [1.0]], dtype=np.float32), (_BINNING_ROWS, n))
+    return lgb.Dataset(rows, np.zeros(len(rows)),
+                       params={"verbose": -1, "num_threads": 1}).construct()
 
 
 def fit_proxy(
@@ -443,7 +534,7 @@ def fit_proxy(
     if len(train_rows) > bag:
         params.update(bagging_fraction=bag / len(train_rows), bagging_freq=1)
     data = masks.astype(np.float32)
-    train = lgb.Dataset(data[train_rows], y[train_rows], params=params)
+    train = lgb.Dataset(data[train_rows], y[train_rows], params=params, reference=_binning(n))
     if rounds:
         booster = lgb.train(params, train, num_boost_round=rounds)
     else:
