@@ -35,6 +35,8 @@ calls by default: their own work is minutes per run here), ``captum-lime``. ``--
 adds "our previous estimator": the package ``PATH/spex_plugins`` of another checkout (e.g. a
 git worktree of the baseline commit) is imported under another name in the worker processes
 and its ``SPEX(random_state=seed).explain`` runs as the peer ``spex-plugins@<commit>``.
+``spex-plugins@n_jobs=K`` (in ``--peers``) is this checkout's SPEX with ``n_jobs=K``: its
+explanations are identical (the report's "vs" column reads 0), only the own work differs.
 
 Section 2, index accuracy (``--index-games``): shapiq's ``ExactComputer`` gives SV, FBII, STII
 and k-SII (order 2) of sum-of-unanimity games (n = 12; degree 1-3 and 1-8) and of a
@@ -476,8 +478,14 @@ def _commit(path: Path) -> str:
         return "unknown"
 
 
+THREADED = "spex-plugins@n_jobs="
+"""Peer-name prefix of this checkout's SPEX on threads (``spex-plugins@n_jobs=2``)."""
+
+
 def _peer_options(peer: str, seed: int, library) -> tuple[str, dict]:
     """(peer of the comparison module, options) for a benchmark peer name."""
+    if peer.startswith(THREADED):
+        return "spex-plugins", {"n_jobs": int(peer[len(THREADED):])}
     if peer.startswith("spex-plugins@"):
         return "spex-plugins", {"spex": library.SPEX(random_state=seed)}
     return peer, {}

@@ -258,6 +258,9 @@ def test_few_rows_per_feature_average_five_fits_on_disjoint_held_out_folds(monke
     monkeypatch.undo()
     again = SPEX(random_state=0).explain(f, n, budget=budget, progress=False)
     np.testing.assert_array_equal(again.coefficients, explanation.coefficients)
+    threaded = SPEX(random_state=0, n_jobs=2).explain(f, n, budget=budget, progress=False)
+    np.testing.assert_array_equal(threaded.locations, explanation.locations)
+    np.testing.assert_array_equal(threaded.coefficients, explanation.coefficients)
     # with more rows per feature (or a design) there is one fit
     single = SPEX(random_state=0).explain(f, n, budget=2000, progress=False)
     assert "committee" not in single.metadata
@@ -447,7 +450,30 @@ def test_max_order_above_n_is_lowered_and_recorded():
     assert SPEX(max_order=11).min_budget(10) == SPEX(max_order=10).min_budget(10)
 
 
+def test_threads_give_the_same_explanation():
+    # one validated fit with the deep and the shallow proxy of two outputs on the threads
+    pytest.importorskip("lightgbm")
+    n = 40
+    f, _ = sparse_function(n, 12, max_degree=3, seed=8)
+
+    def two_outputs(masks):
+        y = f(masks)
+        return np.stack([y, np.sin(y)], axis=1)
+
+    one = SPEX(random_state=3).explain(two_outputs, n, budget=700, progress=False)
+    assert one.metadata["shallow_proxy"] and "committee" not in one.metadata
+    for jobs in (2, -1):
+        other = SPEX(random_state=3, n_jobs=jobs).explain(two_outputs, n, budget=700,
+                                                          progress=False)
+        np.testing.assert_array_equal(other.locations, one.locations)
+        np.testing.assert_array_equal(other.coefficients, one.coefficients)
+    assert "n_jobs=2" in repr(SPEX(n_jobs=2))
+
+
 def test_bad_configuration():
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="n_jobs must be"):
+            SPEX(n_jobs=bad).explain(_ones, 10)
     with pytest.raises(ValueError, match="decoder must be"):
         SPEX(decoder="fast").explain(_ones, 10)
     with pytest.raises(ValueError, match="refit must be"):

@@ -536,7 +536,7 @@ def fit_proxy(
     data = masks.astype(np.float32)
     train = lgb.Dataset(data[train_rows], y[train_rows], params=params, reference=_binning(n))
     if rounds:
-        booster = lgb.train(params, train, num_boost_round=rounds)
+        booster = lgb.train(params, train, num_boost_round=rounds, keep_training_booster=True)
     else:
         valid = lgb.Dataset(data[val_rows], y[val_rows], reference=train)
         booster = lgb.train(
@@ -545,6 +545,7 @@ def fit_proxy(
             num_boost_round=1000,
             valid_sets=[valid],
             callbacks=[lgb.early_stopping(20, first_metric_only=True, verbose=False)],
+            keep_training_booster=True,  # no copy through the model text; read once below
         )
     rounds = rounds or int(booster.best_iteration) or booster.num_trees()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from math import comb
 
@@ -164,11 +166,19 @@ class SPEX:
         Least reliable parity bits that Chase decoding flips (default 2 * max_order on noisy
         samples, max_order on exact ones; at most 256 flip patterns per word, see
         :func:`spex_plugins.core.bch.chase_plan`).
+    n_jobs : int or None
+        Threads for the validated refit's tree fits and committee folds, as in scikit-learn:
+        None means 1, -1 every CPU, -2 all but one. The work runs in LightGBM and numpy,
+        which release the GIL; the explanation is identical for every value (each fit has its
+        own seed, drawn in a fixed order). ``timings["own"]`` is wall time; the stage timings
+        add the threads' times up. Model calls are not affected (see
+        :mod:`spex_plugins.runtime` for parallel model calls).
     """
 
     def __init__(self, max_order: int = 5, n_groups: int | None = None, b: int | None = None,
                  decoder: str = "soft", refit: str | None = "validated", random_state=None,
-                 chase_depth: int | None = None, support: str = "auto"):
+                 chase_depth: int | None = None, support: str = "auto",
+                 n_jobs: int | None = None):
         self.max_order = max_order
         self.n_groups = n_groups
         self.b = b
@@ -177,6 +187,15 @@ class SPEX:
         self.random_state = random_state
         self.chase_depth = chase_depth
         self.support = support
+        self.n_jobs = n_jobs
+
+    def _jobs(self) -> int:
+        """Threads for the fits (``n_jobs`` as in scikit-learn: None 1, -1 every CPU)."""
+        jobs = self.n_jobs
+        if jobs is None:
+            return 1
+        cpus = os.cpu_count() or 1
+        return max(1, cpus + 1 + int(jobs)) if jobs < 0 else int(jobs)
 
     def _validate(self, n) -> int:
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
@@ -200,6 +219,11 @@ class SPEX:
             raise ImportError(tree_proxy.PROXY_MISSING)
         if self.b is not None and not MIN_B <= self.b <= MAX_B:
             raise ValueError(f"b must be in [{MIN_B}, {MAX_B}], got {self.b!r}")
+        jobs = self.n_jobs
+        if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int | np.integer)
+                                 or jobs == 0):
+            raise ValueError(f"n_jobs must be None or a nonzero integer (-1: every CPU), "
+                             f"got {jobs!r}")
         return n
 
     def degree(self, n: int) -> int:
@@ -280,7 +304,8 @@ class SPEX:
                 and samples.n_train_rows < COMMITTEE_ROWS_PER_FEATURE * n:
             fit = self._committee_fit(samples, values, n, t, rng)
         elif self.refit == "validated":
-            fit = self._validated_fit(samples, values, n, t, rng, peeled)
+            fit = self._validated_fit(samples, values, n, t, int(rng.integers(2 ** 31)), peeled,
+                                      jobs=self._jobs())
         else:
             fit = self._design_fit(samples, values, n, t)
         finished = time.perf_counter()
@@ -353,17 +378,20 @@ class SPEX:
         on the two out-of-fold predictions weighs the committee's average against the LASSO
         (``metadata["committee_stack"]``); ``validation_r2`` is the R^2 of the weighted
         out-of-fold predictions and ``metadata["committee"]`` every fit's. The other metadata
-        are the first fit's."""
+        are the first fit's. The fits run on ``n_jobs`` threads."""
         start = samples.n_design + 2  # the endpoints stay training rows
         movable = np.arange(start, len(samples.masks))
         folds = np.array_split(movable, COMMITTEE_FOLDS)
-        fits = []
-        for held in folds:
+        seeds = [int(rng.integers(2 ** 31)) for _ in folds]  # drawn in fold order
+
+        def fold_fit(held: np.ndarray, seed: int) -> _Fit:
             order = np.concatenate([np.arange(start), np.setdiff1d(movable, held), held])
             rotated = replace(samples, masks=samples.masks[order],
                               inverse=samples.inverse[order], n_validation=len(held))
-            fits.append(self._validated_fit(rotated, values[order], n, t, rng,
-                                            first_order_ridge=False))
+            return self._validated_fit(rotated, values[order], n, t, seed,
+                                       first_order_ridge=False)
+
+        fits = _map(self._jobs(), fold_fit, folds, seeds)
         began = time.perf_counter()
         first_order = _first_order(n, max(fit.locations.shape[1] for fit in fits))
         features = characters(samples.masks, first_order[:, :1])
@@ -395,9 +423,10 @@ class SPEX:
         return _Fit(locations[keep], coefficients[keep], seconds, meta)
 
     def _validated_fit(self, samples: _Samples, values: np.ndarray, n: int, t: int,
-                       rng: np.random.Generator, peeled: list | None = None, *,
-                       first_order_ridge: bool = True) -> _Fit:
+                       proxy_seed: int, peeled: list | None = None, *,
+                       first_order_ridge: bool = True, jobs: int = 1) -> _Fit:
         """Peeling and the tree proxy propose terms; held-out masks choose the surrogate.
+        ``proxy_seed``: the seed of the tree fits; ``jobs``: threads for them;
         ``peeled``: the design's peeling results per output, when already made;
         ``first_order_ridge=False`` leaves out the ridge fits of the first-order terms and of
         the union (see ``COMMITTEE_ROWS_PER_FEATURE``)."""
@@ -415,7 +444,6 @@ class SPEX:
             if bins is not None and self.support in ("auto", "peeling"):
                 peeled = [peel(bins[..., k], samples.design, self.decoder, self.chase_depth)
                           for k in range(n_out)]
-        proxy_seed = int(rng.integers(2 ** 31))
         proxied, proxy_note = [None] * n_out, "off"
         shallow = [None] * n_out
         trees = [None] * n_out
@@ -423,16 +451,26 @@ class SPEX:
             if train.stop < tree_proxy.MIN_ROWS:
                 proxy_note = f"skipped: fewer than {tree_proxy.MIN_ROWS} training masks"
             elif tree_proxy.proxy_available():
-                trees = [tree_proxy.fit_proxy(samples.masks[train], values[train, k],
-                                              max_degree=t, random_state=proxy_seed,
-                                              max_terms=PROXY_TREE_TERMS)
-                         for k in range(n_out)]
+                rows = samples.masks[train]
+                with_shallow = (t > SHALLOW_PROXY_DEPTH
+                                and train.stop <= SHALLOW_PROXY_MAX_ROWS)
+
+                def grow(k: int, shallow_fit: bool) -> tree_proxy.ProxyFit:
+                    if shallow_fit:
+                        return _strongest(tree_proxy.fit_proxy(
+                            rows, values[train, k], max_degree=SHALLOW_PROXY_DEPTH,
+                            random_state=proxy_seed, max_terms=PROXY_MAX_TERMS,
+                            n_trees=SHALLOW_PROXY_ROUNDS), PROXY_MAX_TERMS)
+                    return tree_proxy.fit_proxy(rows, values[train, k], max_degree=t,
+                                                random_state=proxy_seed,
+                                                max_terms=PROXY_TREE_TERMS)
+
+                tasks = [(k, False) for k in range(n_out)]
+                tasks += [(k, True) for k in range(n_out)] if with_shallow else []
+                grown = _map(jobs, grow, *zip(*tasks, strict=True))
+                trees = grown[:n_out]
                 proxied = [_strongest(q, PROXY_MAX_TERMS) for q in trees]
-                if t > SHALLOW_PROXY_DEPTH and train.stop <= SHALLOW_PROXY_MAX_ROWS:
-                    shallow = [_strongest(tree_proxy.fit_proxy(
-                        samples.masks[train], values[train, k], max_degree=SHALLOW_PROXY_DEPTH,
-                        random_state=proxy_seed, max_terms=PROXY_MAX_TERMS,
-                        n_trees=SHALLOW_PROXY_ROUNDS), PROXY_MAX_TERMS) for k in range(n_out)]
+                shallow = grown[n_out:] or shallow
                 proxy_note = "lightgbm"
             else:
                 proxy_note = "skipped: " + tree_proxy.PROXY_MISSING
@@ -524,7 +562,8 @@ class SPEX:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(max_order={self.max_order}, n_groups={self.n_groups}, "
                 f"b={self.b}, decoder={self.decoder!r}, refit={self.refit!r}, "
-                f"support={self.support!r}, random_state={self.random_state!r})")
+                f"support={self.support!r}, random_state={self.random_state!r}, "
+                f"n_jobs={self.n_jobs!r})")
 
 
 class ProxySPEX(SPEX):
@@ -537,8 +576,9 @@ class ProxySPEX(SPEX):
     result object.
     """
 
-    def __init__(self, max_order: int = 5, random_state=None):
-        super().__init__(max_order=max_order, random_state=random_state, support="proxy")
+    def __init__(self, max_order: int = 5, random_state=None, n_jobs: int | None = None):
+        super().__init__(max_order=max_order, random_state=random_state, support="proxy",
+                         n_jobs=n_jobs)
 
 
 # --- sampling ---------------------------------------------------------------------------------
@@ -567,6 +607,15 @@ class _Samples:
     @property
     def n_train_rows(self) -> int:
         return len(self.masks) - self.n_validation
+
+
+def _map(jobs: int, function, *arguments) -> list:
+    """``list(map(function, *arguments))``, on ``jobs`` threads when above 1 (the work is in
+    LightGBM and numpy, which release the GIL); the results keep the arguments' order."""
+    if jobs <= 1:
+        return list(map(function, *arguments))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(function, *arguments))
 
 
 def _sample(plan: BudgetPlan, n: int, t: int, n_groups: int, rng: np.random.Generator,
