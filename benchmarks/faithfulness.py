@@ -496,12 +496,13 @@ WARM_IMPORTS = {"captum": "captum.attr", "sklearn": "sklearn.linear_model",
 
 
 def _warm_up(peer: str) -> None:
-    """Import the peer's host before timing (own time excludes first imports)."""
+    """Import the peer's host before timing (own time excludes first imports), and LightGBM,
+    which our tree proxy and shapiq's ProxySPEX import on their first call (1-2 s)."""
     import importlib
 
     from spex_plugins.comparison import PEERS as KNOWN
 
-    for host in KNOWN[peer.split("@")[0]].hosts:
+    for host in (*KNOWN[peer.split("@")[0]].hosts, "lightgbm"):
         with contextlib.suppress(ImportError):
             importlib.import_module(WARM_IMPORTS.get(host, host))
 

@@ -167,7 +167,7 @@ def explain(args: argparse.Namespace) -> int:
             "embed": "cosine similarity to " + (repr(args.target) if args.target
                                                  else "the unmasked text")}[args.task]
     print(f"explaining {what} of {model_name}: n = {n} {args.granularity}s", flush=True)
-    spex = SPEX(max_order=args.max_order, random_state=args.seed)
+    spex = SPEX(max_order=args.max_order, random_state=args.seed, n_jobs=args.n_jobs)
     explanation = spex.explain(f, n, budget=resolve_budget(spex, n, args.budget),
                                progress=not args.quiet)
     test = np.random.default_rng(args.seed + 1).random((args.test, n)) < 0.5
@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "each when the Ray cluster has GPUs; this process keeps a CPU copy "
                          "for the features and the target); needs spex-plugins[ray]")
     ex.add_argument("--test", type=int, default=200, help="held-out masks for R^2 (0: none)")
+    ex.add_argument("--n-jobs", type=int, default=None,
+                    help="threads for SPEX's own fits (-1: every CPU; the same explanation "
+                         "for any value; model calls in parallel: --ray)")
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--out", default="spex_report.html", help="HTML report path")
     ex.add_argument("--cache", default=None, help="cache file (default: user cache folder)")

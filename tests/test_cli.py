@@ -57,7 +57,7 @@ def test_explain_generation_from_file(tmp_path, capsys):
     source = tmp_path / "prompt.txt"
     source.write_text("Paris is the capital of France. Berlin is in Germany.")
     run(tmp_path, "--model", folder, "--file", str(source), "--task", "generate",
-        "--granularity", "sentence", "--target", "paris")
+        "--granularity", "sentence", "--target", "paris", "--n-jobs", "2")
     printed = capsys.readouterr().out
     assert "log p('paris' | prompt)" in printed and "n = 2 sentences" in printed
 

@@ -467,10 +467,10 @@ class SPEX:
 
                 tasks = [(k, False) for k in range(n_out)]
                 tasks += [(k, True) for k in range(n_out)] if with_shallow else []
-                grown = _map(jobs, grow, *zip(*tasks, strict=True))
-                trees = grown[:n_out]
+                fitted = _map(jobs, grow, *zip(*tasks, strict=True))
+                trees = fitted[:n_out]
                 proxied = [_strongest(q, PROXY_MAX_TERMS) for q in trees]
-                shallow = grown[n_out:] or shallow
+                shallow = fitted[n_out:] or shallow
                 proxy_note = "lightgbm"
             else:
                 proxy_note = "skipped: " + tree_proxy.PROXY_MISSING
