@@ -184,16 +184,17 @@ def _leaf_paths(trees: _Trees) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         split = ~fixed & (on0 != on1)  # the child adds the condition x_feature = bit
         features = np.pad(features, ((0, 0), (0, 1)), constant_values=_PAD)
         bits = np.pad(bits, ((0, 0), (0, 1)))
-        rows = np.arange(len(ref))
+        goes_left = np.where(value == 1, on1, on0)  # where a fixed feature's value goes
         parts = []
-        for side, goes in ((0, np.where(value == 1, on1, on0)),
-                           (1, ~np.where(value == 1, on1, on0))):
-            reached = np.where(fixed, goes, (on0 | on1) if side == 0 else ~(on0 & on1))
+        # a condition added on the left holds the value that goes left (on1 as 0/1), on the
+        # right the other one
+        for side, reached, bit in ((0, np.where(fixed, goes_left, on0 | on1), on1),
+                                   (1, np.where(fixed, ~goes_left, ~(on0 & on1)), on0)):
             f, b, d = features[reached], bits[reached], depth[reached].copy()
             adds = split[reached]
-            r = rows[reached][adds]
+            r = np.flatnonzero(reached)[adds]
             f[adds, d[adds]] = feature[r]
-            b[adds, d[adds]] = on1[r] if side == 0 else on0[r]
+            b[adds, d[adds]] = bit[r]
             d[adds] += 1
             parts.append((trees.children[side, ref[reached]], f, b, d))
         ref, features, bits, depth = (np.concatenate(a) for a in zip(*parts, strict=True))
