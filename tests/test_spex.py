@@ -114,6 +114,30 @@ def test_multi_output_explains_each_output_from_one_set_of_masks():
     assert explanation.predict(test).shape == (len(test), 2)
 
 
+def test_an_output_gets_the_same_fit_alone_and_beside_others():
+    """The column table is the union of every output's candidates; an output's fit must not
+    depend on the others (BLAS rounds by position, and the tuning turns 1e-14 into 1e-4)."""
+    n, rng = 36, np.random.default_rng(7)  # a seed whose tuning flipped before the fix
+    weights = rng.normal(size=(n, 6))
+    points = rng.random((6, n))
+
+    def dense(masks):  # every feature interacts through the tanh
+        x = masks[:, :, None] * points.T[None]  # (m, n, 6)
+        return np.tanh(np.einsum("mnk,nk->mk", x, weights) / 3) + x[:, 0] * x[:, 7]
+
+    together = SPEX(random_state=0).explain(dense, n, budget=400, progress=False)
+    test = np.random.default_rng(123).random((500, n)) < 0.5
+    for k in range(6):
+        alone = SPEX(random_state=0).explain(lambda masks, k=k: dense(masks)[:, k], n,
+                                             budget=400, progress=False)
+        assert [name for name, _ in together.metadata["stack"][k]] == \
+            [name for name, _ in alone.metadata["stack"][0]]
+        np.testing.assert_allclose(together.predict(test)[:, k], alone.predict(test),
+                                   rtol=0, atol=1e-11)
+        np.testing.assert_allclose(together.output(k).shapley_values(), alone.shapley_values(),
+                                   rtol=0, atol=1e-11)
+
+
 def test_same_seed_same_explanation_and_other_seed_other_masks():
     f, _ = sparse_function(50, 20, seed=4)
     seen = []

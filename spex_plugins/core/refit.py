@@ -110,8 +110,9 @@ def design_moments(bins: np.ndarray, design: SubsampleDesign,
     signatures = design.signatures(columns)  # (p, P)
     targets = design.bins(columns)  # (C, p)
     xty = np.zeros((len(columns), n_out))
-    for c in range(n_groups):
-        xty += np.einsum("ap,apk->ak", signatures, bins[c][:, targets[c], :].transpose(1, 0, 2))
+    for c in range(n_groups):  # per output: the same rounding however many are explained
+        for k in range(n_out):
+            xty[:, k] += np.einsum("ap,pa->a", signatures, bins[c][:, targets[c], k])
     xty *= n_bins
     yty = n_bins * (bins ** 2).sum(axis=(0, 1, 2))  # Parseval: sum of squared samples
     return AliasGram(design, columns), xty, yty

@@ -483,7 +483,8 @@ class SPEX:
                                        n_train=train.stop)
         # two sets of training rows: all of them, and the uniform ones alone (the design's
         # masks are far from uniform, which biases a misspecified fit; held-out masks decide)
-        row_sets = _normal_equations(samples, values[train], bins, table)
+        row_sets = _normal_equations(samples, values[train], bins, table,
+                                     [_output_columns(sources, k) for k in range(n_out)])
         validation = characters(samples.masks[held_out], table)
         endpoint_values = values[samples.endpoint_rows]  # (2, K)
         chosen_locations, chosen_coefficients, meta = [], [], _selection_metadata()
@@ -872,6 +873,16 @@ def _candidates(sources: dict, k: int, first_order_ridge: bool = True) -> list[C
     return out
 
 
+def _output_columns(sources: dict, k: int) -> np.ndarray:
+    """Output ``k``'s own rows of the column table (every candidate of it draws on these), in
+    the order of the table :func:`_column_table` builds for that output alone."""
+    parts = [np.arange(sources["n"] + 1)]
+    if sources["dense"] is not None:
+        parts.append(sources["dense"])
+    parts += [rows[k] for rows in sources["supports"].values() if rows[k] is not None]
+    return _join(*parts)
+
+
 def _strongest(fit: tree_proxy.ProxyFit, count: int) -> tree_proxy.ProxyFit:
     """The proxy's ``count`` largest terms (the empty set among them), largest |F(k)| first."""
     keep = tree_proxy.strongest_terms(fit.locations, fit.values, count)
@@ -912,16 +923,25 @@ def _pad(rows: np.ndarray, width: int) -> np.ndarray:
 
 
 def _normal_equations(samples: _Samples, train_values: np.ndarray, bins: np.ndarray | None,
-                      table: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+                      table: np.ndarray, columns: list[np.ndarray]
+                      ) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
     """``X^T X`` (p, p), ``X^T y`` (p, K) and the row count of the training rows over the
     table's columns, for the uniform rows alone ("uniform") and, with a design, for all rows
     ("all"). The design rows come from their bins (exact, no sample matrix), the uniform rows
-    explicitly (their Gram in float32: sums of +-1 are exact integers there)."""
+    explicitly (their Gram in float32: sums of +-1 are exact integers there).
+
+    ``X^T y`` of output k is computed over its own ``columns[k]`` only (zero elsewhere), in
+    the order of the table it would have alone (:func:`_output_columns`): BLAS rounds each
+    entry by its position in the product, so this makes an output explained beside others
+    get the fit it gets alone (the selection's tuning turns 1e-14 into visible changes)."""
     n_design = samples.n_design
     uniform = samples.masks[n_design:samples.n_train_rows]
     x = characters(uniform, table, dtype=np.float32)
     gram = (x.T @ x).astype(np.float64)
-    xty = x.T.astype(np.float64) @ train_values[n_design:]
+    xty = np.zeros((len(table), train_values.shape[1]))
+    for k, own in enumerate(columns):
+        y = np.ascontiguousarray(train_values[n_design:, k])
+        xty[own, k] = x[:, own].astype(np.float64).T @ y
     sets = {"uniform": (gram, xty, len(uniform))}
     if bins is not None:
         alias_gram, design_xty, _ = design_moments(bins, samples.design, table)
