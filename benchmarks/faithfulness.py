@@ -35,8 +35,10 @@ calls by default: their own work is minutes per run here), ``captum-lime``. ``--
 adds "our previous estimator": the package ``PATH/spex_plugins`` of another checkout (e.g. a
 git worktree of the baseline commit) is imported under another name in the worker processes
 and its ``SPEX(random_state=seed).explain`` runs as the peer ``spex-plugins@<commit>``.
-``spex-plugins@n_jobs=K`` (in ``--peers``) is this checkout's SPEX with ``n_jobs=K``: its
-explanations are identical (the report's "vs" column reads 0), only the own work differs.
+``spex-plugins@key=value[,key=value...]`` (in ``--peers``) is this checkout's SPEX with those
+settings: ``spex-plugins@n_jobs=2`` gives identical explanations (the report's "vs" column
+reads 0), only the own work differs; ``spex-plugins@max_order=3,n_groups=2,b=3`` is a fixed
+BCH design of degree 3 (the README's recipe for functions known to be sparse).
 
 Section 2, index accuracy (``--index-games``): shapiq's ``ExactComputer`` gives SV, FBII, STII
 and k-SII (order 2) of sum-of-unanimity games (n = 12; degree 1-3 and 1-8) and of a
@@ -478,14 +480,29 @@ def _commit(path: Path) -> str:
         return "unknown"
 
 
-THREADED = "spex-plugins@n_jobs="
-"""Peer-name prefix of this checkout's SPEX on threads (``spex-plugins@n_jobs=2``)."""
+def _spex_settings(text: str) -> dict:
+    """``"max_order=3,b=3"`` -> ``{"max_order": 3, "b": 3}``: SPEX settings of a peer name
+    (ints, floats and None as such, other values as strings)."""
+    settings = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        for parse in (int, float):
+            try:
+                settings[key] = parse(value)
+                break
+            except ValueError:
+                continue
+        else:
+            settings[key] = None if value == "None" else value
+    return settings
 
 
 def _peer_options(peer: str, seed: int, library) -> tuple[str, dict]:
-    """(peer of the comparison module, options) for a benchmark peer name."""
-    if peer.startswith(THREADED):
-        return "spex-plugins", {"n_jobs": int(peer[len(THREADED):])}
+    """(peer of the comparison module, options) for a benchmark peer name: this checkout's
+    SPEX with settings (``spex-plugins@key=value,...``), the ``--library`` checkout's
+    (``spex-plugins@<commit>``) or a peer of the comparison module."""
+    if peer.startswith("spex-plugins@") and "=" in peer:
+        return "spex-plugins", _spex_settings(peer[len("spex-plugins@"):])
     if peer.startswith("spex-plugins@"):
         return "spex-plugins", {"spex": library.SPEX(random_state=seed)}
     return peer, {}
