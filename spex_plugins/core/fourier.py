@@ -49,7 +49,9 @@ class FourierExplanation:
         Design samples (C * P * 2^b; duplicates counted).
     timings : dict
         Seconds: ``sampling``, ``model`` (inside the value function), ``transform``,
-        ``decode``, ``refit``, ``own`` (everything but ``model``), ``total``.
+        ``decode``, ``refit``, ``own`` (everything but ``model``), ``total``. Wall-clock
+        times: where fits run on threads (``n_jobs``), their stage times share out the wall
+        time the fits took, so the stages never add up to more than ``own``.
     metadata : dict
         Configuration and names (``feature_names``, ``output_names``, SPEX settings).
     """
