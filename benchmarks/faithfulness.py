@@ -64,6 +64,7 @@ only ``spex-plugins`` while developing and still see every peer.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import hashlib
 import json
@@ -482,18 +483,14 @@ def _commit(path: Path) -> str:
 
 def _spex_settings(text: str) -> dict:
     """``"max_order=3,b=3"`` -> ``{"max_order": 3, "b": 3}``: SPEX settings of a peer name
-    (ints, floats and None as such, other values as strings)."""
+    (Python literals as such, other values as strings)."""
     settings = {}
     for item in text.split(","):
         key, _, value = item.partition("=")
-        for parse in (int, float):
-            try:
-                settings[key] = parse(value)
-                break
-            except ValueError:
-                continue
-        else:
-            settings[key] = None if value == "None" else value
+        try:
+            settings[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            settings[key] = value
     return settings
 
 
